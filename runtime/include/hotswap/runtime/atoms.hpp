@@ -1,0 +1,37 @@
+#pragma once
+
+// Message tags shared across the tree (at most 10 characters each, CAF 0.17).
+// CAF's own get_atom, put_atom, delete_atom, ok_atom and ping_atom are reused.
+
+#include "caf/atom.hpp"
+
+namespace hotswap {
+
+using caf::delete_atom;
+using caf::get_atom;
+using caf::ok_atom;
+using caf::ping_atom;
+using caf::put_atom;
+
+using claim_atom = caf::atom_constant<caf::atom("claim")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using list_atom = caf::atom_constant<caf::atom("list")>;
+using audit_atom = caf::atom_constant<caf::atom("audit")>;
+using user_atom = caf::atom_constant<caf::atom("user")>;
+using create_atom = caf::atom_constant<caf::atom("create")>;
+using update_atom = caf::atom_constant<caf::atom("update")>;
+using login_atom = caf::atom_constant<caf::atom("login")>;
+using name_atom = caf::atom_constant<caf::atom("name")>;
+using count_atom = caf::atom_constant<caf::atom("count")>;
+using key_atom = caf::atom_constant<caf::atom("key")>;
+using owner_atom = caf::atom_constant<caf::atom("owner")>;
+using nodes_atom = caf::atom_constant<caf::atom("nodes")>;
+using renew_atom = caf::atom_constant<caf::atom("renew")>;
+using passivate_atom = caf::atom_constant<caf::atom("passivate")>;
+using shutdown_atom = caf::atom_constant<caf::atom("shutdown")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using command_atom = caf::atom_constant<caf::atom("command")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+
+} // namespace hotswap

@@ -1,0 +1,114 @@
+#include "hotswap/runtime/metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace hotswap {
+
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& latency_buckets() {
+  static const prometheus::Histogram::BucketBoundaries b{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                         0.025,  0.05,  0.1,    0.25,  0.5,
+                                                         1,      2.5,   5,      10};
+  return b;
+}
+
+std::string status_class(int status) {
+  return std::to_string(status / 100) + "xx";
+}
+
+// Process metrics read from /proc/self (no global state).
+void append_process_metrics(std::string& out) {
+  std::ifstream stat("/proc/self/stat");
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  auto rp = content.rfind(')');
+  if (rp == std::string::npos)
+    return;
+  std::istringstream in(content.substr(rp + 2));
+  std::string field;
+  // Fields after ')' start at field 3 (state). utime = 14, stime = 15,
+  // starttime = 22, rss = 24.
+  unsigned long long utime = 0, stime = 0, rss = 0;
+  for (int i = 3; i <= 24 && in >> field; ++i) {
+    if (i == 14)
+      utime = std::stoull(field);
+    else if (i == 15)
+      stime = std::stoull(field);
+    else if (i == 24)
+      rss = std::stoull(field);
+  }
+  auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  auto page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  std::ostringstream os;
+  os << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+     << "# TYPE process_cpu_seconds_total counter\n"
+     << "process_cpu_seconds_total " << (utime + stime) / ticks << "\n"
+     << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+     << "# TYPE process_resident_memory_bytes gauge\n"
+     << "process_resident_memory_bytes " << static_cast<double>(rss) * page << "\n";
+  out += os.str();
+}
+
+} // namespace
+
+node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  http_requests_ = &prometheus::BuildCounter()
+                      .Name("hotswap_http_requests_total")
+                      .Help("HTTP requests by method, route template and status class")
+                      .Register(*registry_);
+  http_duration_ = &prometheus::BuildHistogram()
+                      .Name("hotswap_http_request_duration_seconds")
+                      .Help("HTTP request latency by method and route template")
+                      .Register(*registry_);
+  entities_active_ = &prometheus::BuildGauge()
+                        .Name("hotswap_entities_active")
+                        .Help("Entity actors active on this node by kind")
+                        .Register(*registry_);
+  entity_restarts_ = &prometheus::BuildCounter()
+                        .Name("hotswap_entity_restarts_total")
+                        .Help("Entity actors restarted from their snapshot by kind")
+                        .Register(*registry_);
+  snapshot_write_ = &prometheus::BuildHistogram()
+                       .Name("hotswap_snapshot_write_seconds")
+                       .Help("Latency of fenced snapshot writes (with their audit event)")
+                       .Register(*registry_)
+                       .Add({}, latency_buckets());
+  ownership_claims_ = &prometheus::BuildCounter()
+                         .Name("hotswap_ownership_claims_total")
+                         .Help("Entity ownership claims won by this node")
+                         .Register(*registry_)
+                         .Add({});
+  fenced_writes_ = &prometheus::BuildCounter()
+                      .Name("hotswap_fenced_writes_total")
+                      .Help("Snapshot writes rejected because a newer owner holds the entity")
+                      .Register(*registry_)
+                      .Add({});
+}
+
+std::string node_metrics::render() const {
+  prometheus::TextSerializer ser;
+  auto out = ser.Serialize(registry_->Collect());
+  append_process_metrics(out);
+  return out;
+}
+
+void node_metrics::http_request(const std::string& method, const std::string& route, int status,
+                                double seconds) {
+  http_requests_->Add({{"method", method}, {"route", route}, {"status", status_class(status)}})
+    .Increment();
+  http_duration_->Add({{"method", method}, {"route", route}}, latency_buckets()).Observe(seconds);
+}
+
+prometheus::Gauge& node_metrics::entities_active(const std::string& kind) {
+  return entities_active_->Add({{"kind", kind}});
+}
+
+prometheus::Counter& node_metrics::entity_restarts(const std::string& kind) {
+  return entity_restarts_->Add({{"kind", kind}});
+}
+
+} // namespace hotswap
