@@ -32,8 +32,16 @@ std::string hmac_sha256(std::string_view key, std::string_view data); ///< raw 3
 /// Constant-time comparison.
 bool equal_ct(std::string_view a, std::string_view b);
 
-/// Hashes a password with PBKDF2-HMAC-SHA256, `iterations` >= 600000, a 16
-/// byte random salt and a 32 byte key. Format:
+/// PBKDF2-HMAC-SHA256 (RFC 8018): `len` raw key bytes derived from `password`
+/// and `salt` with `iterations` rounds (no minimum enforced here; use
+/// hash_password for stored credentials). Empty string if `iterations` or
+/// `len` is zero or OpenSSL fails.
+std::string pbkdf2_sha256(std::string_view password, std::string_view salt, uint32_t iterations,
+                          size_t len);
+
+/// Hashes a password with PBKDF2-HMAC-SHA256, `iterations` >= 600000 (smaller
+/// values are raised to 600000, the OWASP 2023 minimum), a 16 byte random salt
+/// and a 32 byte key. Format:
 /// "pbkdf2-sha256$<iterations>$<base64 salt>$<base64 key>".
 std::string hash_password(std::string_view password, uint32_t iterations);
 
