@@ -1,0 +1,978 @@
+#include "hotswap/actors/api.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include <boost/json.hpp>
+
+#include "caf/stateful_actor.hpp"
+#include "caf/typed_event_based_actor.hpp"
+
+#include "hotswap/actors/json_util.hpp"
+#include "hotswap/runtime/crypto.hpp"
+#include "hotswap/runtime/errc.hpp"
+#include "hotswap/runtime/jwt.hpp"
+#include "hotswap/runtime/log.hpp"
+
+namespace hotswap {
+
+namespace {
+
+namespace json = boost::json;
+
+// -- per-request context --------------------------------------------------------
+
+struct principal {
+  bool authenticated = false;
+  std::string user_id;
+  std::string username;
+  std::string email;
+  std::string tenant_id;
+  std::vector<std::string> roles;
+  int rank = 0;
+};
+
+struct call {
+  http_exchange_ptr ex;
+  principal who;
+  std::string client_ip;
+  std::vector<std::string> params;
+  std::vector<std::pair<std::string, std::string>> extra_headers;
+
+  const http_request& req() const {
+    return ex->request();
+  }
+
+  request_ctx ctx() const {
+    return {who.user_id, who.username, who.tenant_id, req().trace_id, client_ip};
+  }
+};
+
+using call_ptr = std::shared_ptr<call>;
+
+struct bridge_state;
+using bridge_ptr = bridge_actor::stateful_pointer<bridge_state>;
+using handler = void (*)(bridge_ptr, const call_ptr&);
+
+struct route {
+  std::string method;
+  std::vector<std::string> segments; ///< "{}" matches one segment
+  std::string name;                  ///< template, the metrics label
+  bool auth = true;
+  int min_rank = 1;                  ///< 1 Viewer, 2 Deployer, 3 Admin
+  bool platform_only = false;        ///< tenant-bound users get 403
+  bool ops = false;                  ///< no rate limit
+  std::string rate_category;         ///< besides "global"
+  handler fn = nullptr;
+};
+
+struct bridge_state {
+  api_env env;
+  std::vector<route> routes;
+  static inline const char* name = "http_bridge";
+};
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/')
+      ++i;
+    auto j = path.find('/', i);
+    if (j == std::string::npos)
+      j = path.size();
+    if (j > i)
+      out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// -- responses ------------------------------------------------------------------
+
+const char* title_for(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Internal Server Error";
+  }
+}
+
+void reply(const call_ptr& c, http_response res) {
+  for (auto& h : c->extra_headers)
+    res.headers.push_back(h);
+  c->ex->respond(std::move(res));
+}
+
+void reply_json(const call_ptr& c, int status, std::string body) {
+  reply(c, json_response(status, std::move(body)));
+}
+
+void reply_problem(const call_ptr& c, int status, const std::string& detail,
+                   const field_errors& errors = {}) {
+  auto title = errors.empty() ? std::string{title_for(status)}
+                              : std::string{"One or more validation errors occurred."};
+  auto res = problem(status, title, detail, c->req().trace_id, errors);
+  if (status == 401)
+    res.headers.emplace_back("WWW-Authenticate", "Bearer");
+  reply(c, std::move(res));
+}
+
+void reply_error(const call_ptr& c, const caf::error& err) {
+  auto code = errc_of(err);
+  auto status = http_status(code);
+  auto detail = error_detail(err);
+  if (detail.empty())
+    detail = code == errc::timeout ? "The request did not complete in time."
+                                   : std::string{title_for(status)};
+  if (status >= 500)
+    logger("http")->warn("[R:{}] {} {} -> {}: {}", c->req().request_id, c->req().method,
+                         c->ex->route(), status, to_string(code));
+  auto res = problem(status, title_for(status), detail, c->req().trace_id);
+  if (status == 503 || status == 429)
+    res.headers.emplace_back("Retry-After", "1");
+  reply(c, std::move(res));
+}
+
+std::string join_json(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i)
+      out += ',';
+    out += items[i];
+  }
+  out += ']';
+  return out;
+}
+
+// -- request bodies -----------------------------------------------------------------
+
+std::optional<json::object> parse_object(const call_ptr& c) {
+  boost::system::error_code ec;
+  auto v = json::parse(c->req().body, ec);
+  if (ec || !v.is_object()) {
+    reply_problem(c, 400, "The request body must be a JSON object.");
+    return std::nullopt;
+  }
+  return std::move(v.as_object());
+}
+
+/// Reads an optional string field; a present non-string is a field error.
+bool read_string(const json::object& o, const char* key, std::string& out, field_errors& errs,
+                 bool required = false) {
+  auto v = o.if_contains(key);
+  if (!v || v->is_null()) {
+    if (required)
+      errs[key].push_back(std::string{"The "} + key + " field is required.");
+    return false;
+  }
+  if (!v->is_string()) {
+    errs[key].push_back(std::string{"The "} + key + " field must be a string.");
+    return false;
+  }
+  out = std::string(v->as_string());
+  if (required && out.empty())
+    errs[key].push_back(std::string{"The "} + key + " field is required.");
+  return true;
+}
+
+bool read_metadata(const json::object& o, std::map<std::string, std::string>& out,
+                   field_errors& errs) {
+  auto v = o.if_contains("metadata");
+  if (!v || v->is_null())
+    return false;
+  if (!v->is_object()) {
+    errs["metadata"].push_back("The metadata must be an object of strings.");
+    return false;
+  }
+  for (auto& kv : v->as_object()) {
+    if (!kv.value().is_string()) {
+      errs["metadata"].push_back("Metadata values must be strings.");
+      return false;
+    }
+    out[std::string(kv.key())] = std::string(kv.value().as_string());
+  }
+  return true;
+}
+
+/// Tier as a name (case-insensitive) or an integer 0-4; -1 when invalid.
+int32_t read_tier(const json::object& o, field_errors& errs) {
+  auto v = o.if_contains("tier");
+  if (!v || v->is_null()) {
+    errs["tier"].push_back("The tier field is required.");
+    return -1;
+  }
+  if (v->is_string())
+    return parse_tier(std::string(v->as_string()));
+  if (v->is_int64() && v->as_int64() >= 0 && v->as_int64() <= 4)
+    return static_cast<int32_t>(v->as_int64());
+  return -1;
+}
+
+bool read_quota(const json::object& o, resource_quota& q, field_errors& errs) {
+  auto v = o.if_contains("resourceQuota");
+  if (!v || v->is_null())
+    return false;
+  if (!v->is_object()) {
+    errs["resourceQuota"].push_back("The resourceQuota must be an object.");
+    return false;
+  }
+  auto& qo = v->as_object();
+  auto num = [&](const char* key, int32_t& out) {
+    auto x = qo.if_contains(key);
+    if (!x || !x->is_int64() || x->as_int64() < 1 || x->as_int64() > 10000000) {
+      errs["resourceQuota"].push_back(std::string{key} + " must be a positive integer.");
+      return;
+    }
+    out = static_cast<int32_t>(x->as_int64());
+  };
+  num("maxConcurrentDeployments", q.max_concurrent_deployments);
+  num("maxDeploymentsPerDay", q.max_deployments_per_day);
+  num("maxModules", q.max_modules);
+  num("maxStorageMB", q.max_storage_mb);
+  return true;
+}
+
+void merge(field_errors& into, const field_errors& from) {
+  for (auto& [k, v] : from)
+    for (auto& m : v)
+      if (std::find(into[k].begin(), into[k].end(), m) == into[k].end())
+        into[k].push_back(m);
+}
+
+// -- ops --------------------------------------------------------------------------
+
+void get_health(bridge_ptr, const call_ptr& c) {
+  http_response res;
+  res.content_type = "text/plain; charset=utf-8";
+  res.body = "Healthy";
+  reply(c, std::move(res));
+}
+
+void get_metrics(bridge_ptr self, const call_ptr& c) {
+  http_response res;
+  res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  res.body = self->state.env.metrics ? self->state.env.metrics->render() : std::string{};
+  reply(c, std::move(res));
+}
+
+void get_ready(bridge_ptr self, const call_ptr& c) {
+  struct probe {
+    bool store_up = false;
+    bool registry_up = false;
+    std::string store_error;
+    std::string registry_error;
+    int pending = 2;
+  };
+  auto p = std::make_shared<probe>();
+  auto finish = [c, p] {
+    if (--p->pending > 0)
+      return;
+    auto component = [](bool up, const std::string& err) {
+      json::object o;
+      o["status"] = up ? "Up" : "Down";
+      if (!up)
+        o["error"] = err;
+      return o;
+    };
+    json::object o;
+    bool ready = p->store_up && p->registry_up;
+    o["status"] = ready ? "Ready" : "NotReady";
+    o["store"] = component(p->store_up, p->store_error);
+    o["registry"] = component(p->registry_up, p->registry_error);
+    auto res = json_response(ready ? 200 : 503, json::serialize(o));
+    if (!ready)
+      res.headers.emplace_back("Retry-After", "1");
+    reply(c, std::move(res));
+  };
+  auto deadline = std::chrono::seconds(2);
+  self->request(self->state.env.store, deadline, ping_atom::value)
+    .then(
+      [=](ok_atom) {
+        p->store_up = true;
+        finish();
+      },
+      [=](caf::error& err) {
+        p->store_error = error_detail(err).empty() ? to_string(errc_of(err)) : error_detail(err);
+        finish();
+      });
+  self->request(self->state.env.registry, deadline, ping_atom::value)
+    .then(
+      [=](ok_atom) {
+        p->registry_up = true;
+        finish();
+      },
+      [=](caf::error& err) {
+        p->registry_error = to_string(errc_of(err));
+        finish();
+      });
+}
+
+// -- authentication --------------------------------------------------------------------
+
+std::chrono::milliseconds timeout_of(bridge_ptr self) {
+  return std::chrono::milliseconds(self->state.env.cfg->http.request_timeout_ms);
+}
+
+void post_login(bridge_ptr self, const call_ptr& c) {
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  field_errors errs;
+  login_request req;
+  read_string(*o, "username", req.username, errs, true);
+  read_string(*o, "password", req.password, errs, true);
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The user name and the password are required.", errs);
+    return;
+  }
+  auto& rl = self->state.env.cfg->rate_limits;
+  if (rl.enabled && self->state.env.limiter) {
+    auto d = self->state.env.limiter->take("login", lower(req.username) + "|" + c->client_ip,
+                                           rl.login);
+    if (!d.allowed) {
+      c->extra_headers = {{"X-RateLimit-Limit", std::to_string(d.limit)},
+                          {"X-RateLimit-Remaining", "0"},
+                          {"X-RateLimit-Reset", std::to_string(d.reset_seconds)},
+                          {"Retry-After", std::to_string(d.retry_after)}};
+      reply_problem(c, 429, "Too many login attempts. Try again later.");
+      return;
+    }
+  }
+  req.source_ip = c->client_ip;
+  req.trace_id = c->req().trace_id;
+  // The KDF is slow by design: give the login more than the default deadline.
+  self->request(self->state.env.identity, timeout_of(self) * 2, login_atom::value, req)
+    .then(
+      [=](login_result& r) {
+        boost::system::error_code ec;
+        json::object o;
+        o["token"] = r.token;
+        o["expiresAt"] = rfc3339(r.expires_at);
+        o["user"] = json::parse(to_json(r.user), ec);
+        reply_json(c, 200, json::serialize(o));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_me(bridge_ptr self, const call_ptr& c) {
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value, get_atom::value,
+                c->who.user_id)
+    .then([=](user_record& u) { reply_json(c, 200, to_json(u)); },
+          [=](caf::error& err) {
+            if (err == errc::not_found)
+              reply_problem(c, 401, "The user of this token no longer exists.");
+            else
+              reply_error(c, err);
+          });
+}
+
+void get_demo_credentials(bridge_ptr self, const call_ptr& c) {
+  if (!self->state.env.cfg->node.dev_mode) {
+    reply_problem(c, 404, "Demo credentials exist only in development mode.");
+    return;
+  }
+  json::array users;
+  auto add = [&](const char* u, const char* p, const char* role, const char* d) {
+    json::object o;
+    o["username"] = u;
+    o["password"] = p;
+    o["roles"] = json::array{role};
+    o["description"] = d;
+    users.push_back(std::move(o));
+  };
+  add("admin", "Admin123!", "Admin", "Full access: tenants, users, audit, approvals");
+  add("deployer", "Deploy123!", "Deployer", "Creates and rolls back deployments");
+  add("viewer", "Viewer123!", "Viewer", "Read-only access");
+  json::object o;
+  o["message"] = "Development mode: these demo users exist on this node. Never enable dev_mode "
+                 "in production.";
+  o["users"] = std::move(users);
+  reply_json(c, 200, json::serialize(o));
+}
+
+// -- users ------------------------------------------------------------------------------
+
+bool read_user_input(const call_ptr& c, const json::object& o, user_input& in, field_errors& errs) {
+  read_string(o, "username", in.username, errs, true);
+  in.has_password = read_string(o, "password", in.password, errs);
+  read_string(o, "email", in.email, errs, true);
+  read_string(o, "fullName", in.full_name, errs);
+  read_string(o, "tenantId", in.tenant_id, errs);
+  if (auto v = o.if_contains("roles"); v && !v->is_null()) {
+    if (!v->is_array()) {
+      errs["roles"].push_back("The roles field must be an array of role names.");
+    } else {
+      for (auto& r : v->as_array()) {
+        if (r.is_string())
+          in.roles.emplace_back(r.as_string());
+        else
+          errs["roles"].push_back("Role names must be strings.");
+      }
+    }
+  }
+  if (auto v = o.if_contains("active"); v && !v->is_null()) {
+    if (!v->is_bool())
+      errs["active"].push_back("The active field must be a boolean.");
+    else {
+      in.has_active = true;
+      in.active = v->as_bool();
+    }
+  }
+  return errs.empty();
+}
+
+void reply_user_error(const call_ptr& c, const caf::error& err, const std::string& id) {
+  if (err == errc::not_found) {
+    reply_problem(c, 404, "User " + id + " was not found.");
+  } else if (err == errc::invalid_argument) {
+    // "field: message" from the identity actor.
+    auto detail = error_detail(err);
+    auto colon = detail.find(": ");
+    field_errors errs;
+    if (colon != std::string::npos)
+      errs[detail.substr(0, colon)].push_back(detail.substr(colon + 2));
+    reply_problem(c, 400, detail, errs);
+  } else {
+    reply_error(c, err);
+  }
+}
+
+void post_user(bridge_ptr self, const call_ptr& c) {
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  user_input in;
+  field_errors errs;
+  read_user_input(c, *o, in, errs);
+  merge(errs, validate(in, true, self->state.env.cfg->node.dev_mode));
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The user is invalid.", errs);
+    return;
+  }
+  self->request(self->state.env.identity, timeout_of(self) * 2, user_atom::value,
+                create_atom::value, in, c->ctx())
+    .then(
+      [=](user_record& u) {
+        c->extra_headers.emplace_back("Location", "/api/v1/users/" + u.id);
+        reply_json(c, 201, to_json(u));
+      },
+      [=](caf::error& err) { reply_user_error(c, err, ""); });
+}
+
+void get_users(bridge_ptr self, const call_ptr& c) {
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value, list_atom::value)
+    .then(
+      [=](std::vector<user_record>& us) {
+        std::vector<std::string> items;
+        for (auto& u : us)
+          items.push_back(to_json(u));
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_user(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value, get_atom::value, id)
+    .then([=](user_record& u) { reply_json(c, 200, to_json(u)); },
+          [=](caf::error& err) { reply_user_error(c, err, id); });
+}
+
+void put_user(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  user_input in;
+  field_errors errs;
+  read_user_input(c, *o, in, errs);
+  merge(errs, validate(in, false, self->state.env.cfg->node.dev_mode));
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The user is invalid.", errs);
+    return;
+  }
+  self->request(self->state.env.identity, timeout_of(self) * 2, user_atom::value,
+                update_atom::value, id, in, c->ctx())
+    .then([=](user_record& u) { reply_json(c, 200, to_json(u)); },
+          [=](caf::error& err) { reply_user_error(c, err, id); });
+}
+
+void delete_user(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value, delete_atom::value,
+                id, c->ctx())
+    .then(
+      [=](ok_atom) {
+        http_response res;
+        res.status = 204;
+        res.content_type.clear();
+        reply(c, std::move(res));
+      },
+      [=](caf::error& err) { reply_user_error(c, err, id); });
+}
+
+// -- tenants ----------------------------------------------------------------------------
+
+std::string tenant_prefix(const call_ptr& c) {
+  return c->req().path.rfind("/api/v1/", 0) == 0 ? "/api/v1/tenants/" : "/api/tenants/";
+}
+
+void reply_tenant(const call_ptr& c, int status, const tenant& t) {
+  reply_json(c, status, to_json(t));
+}
+
+template <class... Ts>
+void tenant_call(bridge_ptr self, const call_ptr& c, int status, Ts&&... xs) {
+  self->request(self->state.env.tenants, timeout_of(self), std::forward<Ts>(xs)...)
+    .then(
+      [=](tenant& t) {
+        if (status == 204) {
+          http_response res;
+          res.status = 204;
+          res.content_type.clear();
+          reply(c, std::move(res));
+          return;
+        }
+        reply_tenant(c, status, t);
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void post_tenant(bridge_ptr self, const call_ptr& c) {
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  field_errors errs;
+  tenant_spec spec;
+  read_string(*o, "name", spec.name, errs, true);
+  read_string(*o, "subdomain", spec.subdomain, errs, true);
+  read_string(*o, "contactEmail", spec.contact_email, errs, true);
+  read_string(*o, "customDomain", spec.custom_domain, errs);
+  read_metadata(*o, spec.metadata, errs);
+  spec.tier = read_tier(*o, errs);
+  spec.has_quota = read_quota(*o, spec.quota, errs);
+  merge(errs, validate(spec));
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The tenant is invalid.", errs);
+    return;
+  }
+  auto id = crypto::uuid4();
+  auto location = tenant_prefix(c) + id;
+  self->request(self->state.env.tenants, timeout_of(self), create_atom::value, id, spec, c->ctx())
+    .then(
+      [=](tenant& t) {
+        c->extra_headers.emplace_back("Location", location);
+        reply_tenant(c, 201, t);
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_tenants(bridge_ptr self, const call_ptr& c) {
+  snapshot_query q;
+  q.kind = "tenant";
+  q.limit = 1000;
+  auto& query = c->req().query;
+  if (auto i = query.find("status"); i != query.end() && !i->second.empty()) {
+    auto s = lower(i->second);
+    if (s == "active")
+      q.status = "Active";
+    else if (s == "suspended")
+      q.status = "Suspended";
+    else if (s == "deleted")
+      q.status = "Deleted";
+    else {
+      field_errors errs;
+      errs["status"].push_back("The status must be Active, Suspended or Deleted.");
+      reply_problem(c, 400, "Unknown tenant status.", errs);
+      return;
+    }
+  }
+  self->request(self->state.env.store, timeout_of(self), list_atom::value, q)
+    .then(
+      [=](std::vector<snapshot_record>& rows) {
+        std::vector<std::string> items;
+        items.reserve(rows.size());
+        for (auto& r : rows)
+          items.push_back(std::move(r.body));
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_tenant(bridge_ptr self, const call_ptr& c) {
+  tenant_call(self, c, 200, get_atom::value, c->params[0]);
+}
+
+void put_tenant(bridge_ptr self, const call_ptr& c) {
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  field_errors errs;
+  tenant_patch p;
+  p.has_name = read_string(*o, "name", p.name, errs);
+  p.has_contact_email = read_string(*o, "contactEmail", p.contact_email, errs);
+  p.has_custom_domain = read_string(*o, "customDomain", p.custom_domain, errs);
+  p.has_metadata = read_metadata(*o, p.metadata, errs);
+  merge(errs, validate(p));
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The tenant update is invalid.", errs);
+    return;
+  }
+  tenant_call(self, c, 200, update_atom::value, c->params[0], p, c->ctx());
+}
+
+void post_tenant_suspend(bridge_ptr self, const call_ptr& c) {
+  tenant_call(self, c, 200, status_atom::value, c->params[0], tenant_op::suspend, c->ctx());
+}
+
+void post_tenant_activate(bridge_ptr self, const call_ptr& c) {
+  tenant_call(self, c, 200, status_atom::value, c->params[0], tenant_op::activate, c->ctx());
+}
+
+void delete_tenant(bridge_ptr self, const call_ptr& c) {
+  tenant_call(self, c, 204, status_atom::value, c->params[0], tenant_op::remove, c->ctx());
+}
+
+void put_tenant_subscription(bridge_ptr self, const call_ptr& c) {
+  auto o = parse_object(c);
+  if (!o)
+    return;
+  field_errors errs;
+  tier_change change;
+  change.tier = read_tier(*o, errs);
+  change.has_quota = read_quota(*o, change.quota, errs);
+  merge(errs, validate(change));
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The subscription change is invalid.", errs);
+    return;
+  }
+  tenant_call(self, c, 200, tier_atom::value, c->params[0], change, c->ctx());
+}
+
+// -- audit ------------------------------------------------------------------------------
+
+std::string to_json(const audit_event& ev) {
+  boost::system::error_code ec;
+  auto details = json::parse(ev.detail.empty() ? "{}" : ev.detail, ec);
+  json::object o;
+  o["id"] = ev.id;
+  o["timestamp"] = rfc3339(ev.at);
+  o["eventCategory"] = ev.category;
+  o["eventType"] = ev.action;
+  o["result"] = ev.result;
+  o["entityType"] = ev.entity_kind;
+  o["entityId"] = ev.entity_id;
+  o["tenantId"] = ev.tenant_id.empty() ? json::value(nullptr) : json::value(ev.tenant_id);
+  o["username"] = ev.actor_user;
+  o["sourceIp"] = ev.source_ip;
+  o["traceId"] = ev.trace_id;
+  o["message"] = ev.message;
+  o["details"] = ec ? json::value(ev.detail) : std::move(details);
+  return json::serialize(o);
+}
+
+/// Reads pageNumber/pageSize (and startDate/endDate); replies 400 on bad values.
+bool read_paging(const call_ptr& c, audit_query& q) {
+  field_errors errs;
+  auto& query = c->req().query;
+  auto read_int = [&](const char* key, int32_t lo, int32_t hi, int32_t& out) {
+    auto i = query.find(key);
+    if (i == query.end() || i->second.empty())
+      return;
+    try {
+      size_t pos = 0;
+      auto v = std::stol(i->second, &pos);
+      if (pos != i->second.size() || v < lo || v > hi)
+        throw std::out_of_range(key);
+      out = static_cast<int32_t>(v);
+    } catch (const std::exception&) {
+      errs[key].push_back(std::string{key} + " must be an integer from " + std::to_string(lo)
+                          + " to " + std::to_string(hi) + ".");
+    }
+  };
+  read_int("pageNumber", 1, 1000000, q.page_number);
+  read_int("pageSize", 1, 100, q.page_size);
+  auto read_date = [&](const char* key, millis& out) {
+    auto i = query.find(key);
+    if (i == query.end() || i->second.empty())
+      return;
+    bool ok = false;
+    out = parse_rfc3339(i->second, &ok);
+    if (!ok)
+      errs[key].push_back(std::string{key} + " must be an RFC 3339 time.");
+  };
+  read_date("startDate", q.from);
+  read_date("endDate", q.to);
+  if (!errs.empty()) {
+    reply_problem(c, 400, "Invalid paging or date parameters.", errs);
+    return false;
+  }
+  return true;
+}
+
+void run_audit_query(bridge_ptr self, const call_ptr& c, audit_query q) {
+  if (!read_paging(c, q))
+    return;
+  self->request(self->state.env.store, timeout_of(self), audit_atom::value, q)
+    .then(
+      [=](std::vector<audit_event>& evs) {
+        std::vector<std::string> items;
+        items.reserve(evs.size());
+        for (auto& ev : evs)
+          items.push_back(to_json(ev));
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_audit_category(bridge_ptr self, const call_ptr& c) {
+  audit_query q;
+  q.category = c->params[0];
+  run_audit_query(self, c, q);
+}
+
+void get_audit_trace(bridge_ptr self, const call_ptr& c) {
+  audit_query q;
+  q.trace_id = c->params[0];
+  run_audit_query(self, c, q);
+}
+
+void get_audit_deployment(bridge_ptr self, const call_ptr& c) {
+  audit_query q;
+  q.entity_kind = "deployment";
+  q.entity_id = c->params[0];
+  run_audit_query(self, c, q);
+}
+
+void get_audit_approval(bridge_ptr self, const call_ptr& c) {
+  audit_query q;
+  q.entity_kind = "approval";
+  q.entity_id = c->params[0];
+  run_audit_query(self, c, q);
+}
+
+void get_audit_authentication(bridge_ptr self, const call_ptr& c) {
+  audit_query q;
+  q.category = "Authentication";
+  q.actor_user = c->params[0];
+  run_audit_query(self, c, q);
+}
+
+// -- routing ------------------------------------------------------------------------------
+
+std::vector<route> make_routes() {
+  std::vector<route> rs;
+  auto add = [&](const char* method, const std::string& path, handler fn, bool auth, int rank,
+                 bool platform_only = false, std::string category = {}) {
+    route r;
+    r.method = method;
+    r.segments = split_path(path);
+    r.name = path;
+    r.auth = auth;
+    r.min_rank = rank;
+    r.platform_only = platform_only;
+    r.rate_category = std::move(category);
+    r.fn = fn;
+    rs.push_back(std::move(r));
+  };
+  auto ops = [&](const char* path, handler fn) {
+    add("GET", path, fn, false, 0);
+    rs.back().ops = true;
+  };
+  ops("/health", get_health);
+  ops("/ready", get_ready);
+  ops("/metrics", get_metrics);
+  add("POST", "/api/v1/authentication/login", post_login, false, 0);
+  add("GET", "/api/v1/authentication/me", get_me, true, 0);
+  add("GET", "/api/v1/authentication/demo-credentials", get_demo_credentials, false, 0);
+  add("POST", "/api/v1/users", post_user, true, 3, true);
+  add("GET", "/api/v1/users", get_users, true, 3, true);
+  add("GET", "/api/v1/users/{}", get_user, true, 3, true);
+  add("PUT", "/api/v1/users/{}", put_user, true, 3, true);
+  add("DELETE", "/api/v1/users/{}", delete_user, true, 3, true);
+  for (std::string p : {"/api/tenants", "/api/v1/tenants"}) {
+    add("POST", p, post_tenant, true, 3, true);
+    add("GET", p, get_tenants, true, 3, true);
+    add("GET", p + "/{}", get_tenant, true, 3, true);
+    add("PUT", p + "/{}", put_tenant, true, 3, true);
+    add("DELETE", p + "/{}", delete_tenant, true, 3, true);
+    add("POST", p + "/{}/suspend", post_tenant_suspend, true, 3, true);
+    add("POST", p + "/{}/activate", post_tenant_activate, true, 3, true);
+    add("PUT", p + "/{}/subscription", put_tenant_subscription, true, 3, true);
+  }
+  add("GET", "/api/v1/auditlogs/category/{}", get_audit_category, true, 3, true);
+  add("GET", "/api/v1/auditlogs/trace/{}", get_audit_trace, true, 3, true);
+  add("GET", "/api/v1/auditlogs/deployments/{}", get_audit_deployment, true, 3, true);
+  add("GET", "/api/v1/auditlogs/approvals/{}", get_audit_approval, true, 3, true);
+  add("GET", "/api/v1/auditlogs/authentication/{}", get_audit_authentication, true, 3, true);
+  return rs;
+}
+
+bool match(const route& r, const std::vector<std::string>& segs, std::vector<std::string>& params) {
+  if (r.segments.size() != segs.size())
+    return false;
+  params.clear();
+  for (size_t i = 0; i < segs.size(); ++i) {
+    if (r.segments[i] == "{}")
+      params.push_back(segs[i]);
+    else if (r.segments[i] != segs[i])
+      return false;
+  }
+  return true;
+}
+
+/// The client address: the TCP peer, or, when the peer is a trusted proxy,
+/// the right-most X-Forwarded-For entry that is not a trusted proxy.
+std::string client_ip(const http_request& req, const std::vector<std::string>& trusted) {
+  auto is_trusted = [&](const std::string& ip) {
+    return std::find(trusted.begin(), trusted.end(), ip) != trusted.end();
+  };
+  if (!is_trusted(req.peer_address))
+    return req.peer_address;
+  auto xff = req.header("x-forwarded-for");
+  std::vector<std::string> hops;
+  size_t i = 0;
+  while (i <= xff.size()) {
+    auto j = xff.find(',', i);
+    if (j == std::string::npos)
+      j = xff.size();
+    auto hop = xff.substr(i, j - i);
+    hop.erase(0, hop.find_first_not_of(' '));
+    hop.erase(hop.find_last_not_of(' ') + 1);
+    if (!hop.empty())
+      hops.push_back(hop);
+    i = j + 1;
+  }
+  for (auto it = hops.rbegin(); it != hops.rend(); ++it)
+    if (!is_trusted(*it))
+      return *it;
+  return req.peer_address;
+}
+
+uint32_t category_limit(const config::rate_limits_section& rl, const std::string& cat) {
+  if (cat == "deployments")
+    return rl.deployments;
+  if (cat == "clusters")
+    return rl.clusters;
+  if (cat == "approvals")
+    return rl.approvals;
+  return rl.global;
+}
+
+void rate_headers(const call_ptr& c, const rate_decision& d) {
+  c->extra_headers.emplace_back("X-RateLimit-Limit", std::to_string(d.limit));
+  c->extra_headers.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
+  c->extra_headers.emplace_back("X-RateLimit-Reset", std::to_string(d.reset_seconds));
+}
+
+void handle(bridge_ptr self, http_exchange_ptr ex) {
+  auto& st = self->state;
+  auto c = std::make_shared<call>();
+  c->ex = ex;
+  auto& req = ex->request();
+  c->client_ip = client_ip(req, st.env.cfg->rate_limits.trusted_proxies);
+  auto segs = split_path(req.path);
+  const route* found = nullptr;
+  std::vector<std::string> allowed;
+  for (auto& r : st.routes) {
+    std::vector<std::string> params;
+    if (!match(r, segs, params))
+      continue;
+    if (r.method == req.method || (r.method == "GET" && req.method == "HEAD")) {
+      found = &r;
+      c->params = std::move(params);
+      break;
+    }
+    allowed.push_back(r.method);
+  }
+  if (!found) {
+    if (!allowed.empty()) {
+      std::string allow;
+      for (auto& m : allowed)
+        allow += (allow.empty() ? "" : ", ") + m;
+      c->extra_headers.emplace_back("Allow", allow);
+      reply_problem(c, 405, "The method " + req.method + " is not allowed on " + req.path + ".");
+    } else {
+      reply_problem(c, 404, "No resource at " + req.path + ".");
+    }
+    return;
+  }
+  ex->set_route(found->name);
+  // Authenticate first: limits apply per user once we know who it is.
+  std::string auth_failure;
+  if (found->auth) {
+    auto h = req.header("authorization");
+    if (h.size() > 7 && lower(h.substr(0, 7)) == "bearer ") {
+      auto& cfg = *st.env.cfg;
+      auto claims = jwt::verify(h.substr(7), st.env.keys, cfg.auth.issuer, cfg.auth.audience,
+                                now_millis() / 1000);
+      if (claims) {
+        c->who.authenticated = true;
+        c->who.user_id = claims->sub;
+        c->who.username = claims->unique_name;
+        c->who.email = claims->email;
+        c->who.tenant_id = claims->tenant_id;
+        c->who.roles = claims->roles;
+        c->who.rank = role_rank(claims->roles);
+      } else {
+        auth_failure = "The token is invalid: " + error_detail(claims.error()) + ".";
+      }
+    } else {
+      auth_failure = "Authentication is required (Authorization: Bearer <token>).";
+    }
+  }
+  auto& rl = st.env.cfg->rate_limits;
+  if (!found->ops && rl.enabled && st.env.limiter) {
+    auto key = c->who.authenticated ? "user:" + c->who.user_id : "addr:" + c->client_ip;
+    auto d = st.env.limiter->take("global", key, rl.global);
+    if (d.allowed && !found->rate_category.empty())
+      d = st.env.limiter->take(found->rate_category, key,
+                               category_limit(rl, found->rate_category));
+    rate_headers(c, d);
+    if (!d.allowed) {
+      c->extra_headers.emplace_back("Retry-After", std::to_string(d.retry_after));
+      reply_problem(c, 429, "Rate limit exceeded. Try again in " + std::to_string(d.retry_after)
+                              + " s.");
+      return;
+    }
+  }
+  if (!auth_failure.empty()) {
+    reply_problem(c, 401, auth_failure);
+    return;
+  }
+  if (found->auth && c->who.rank < found->min_rank) {
+    reply_problem(c, 403, "Your role does not allow this operation.");
+    return;
+  }
+  if (found->platform_only && !c->who.tenant_id.empty()) {
+    reply_problem(c, 403, "Only platform users (without a tenant) may do this.");
+    return;
+  }
+  found->fn(self, c);
+}
+
+bridge_actor::behavior_type bridge(bridge_ptr self, api_env env) {
+  self->state.env = std::move(env);
+  self->state.routes = make_routes();
+  return {
+    [=](http_exchange_ptr& ex) { handle(self, std::move(ex)); },
+  };
+}
+
+} // namespace
+
+bridge_actor spawn_bridge(caf::actor_system& sys, api_env env) {
+  return sys.spawn(bridge, std::move(env));
+}
+
+} // namespace hotswap

@@ -1,0 +1,379 @@
+#include "hotswap/actors/node.hpp"
+
+#include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <pthread.h>
+#include <thread>
+
+#include "caf/actor_system.hpp"
+#include "caf/event_based_actor.hpp"
+#include "caf/scoped_actor.hpp"
+#include "caf/send.hpp"
+
+#include "hotswap/actors/api.hpp"
+#include "hotswap/actors/http_server.hpp"
+#include "hotswap/actors/identity.hpp"
+#include "hotswap/actors/tenant.hpp"
+#include "hotswap/cluster/registry.hpp"
+#include "hotswap/runtime/crypto.hpp"
+#include "hotswap/runtime/log.hpp"
+#include "hotswap/runtime/metrics.hpp"
+#include "hotswap/runtime/store_actor.hpp"
+#include "hotswap/runtime/types.hpp"
+
+namespace hotswap {
+
+void register_types(caf::actor_system_config& cfg) {
+  register_runtime_types(cfg);
+  cfg.add_message_type<node_info>("node_info");
+  cfg.add_message_type<claim_outcome>("claim_outcome");
+  cfg.add_message_type<request_ctx>("request_ctx");
+  cfg.add_message_type<resource_quota>("resource_quota");
+  cfg.add_message_type<tenant>("tenant");
+  cfg.add_message_type<tenant_spec>("tenant_spec");
+  cfg.add_message_type<tenant_patch>("tenant_patch");
+  cfg.add_message_type<tier_change>("tier_change");
+  cfg.add_message_type<host_stats>("host_stats");
+  cfg.add_message_type<login_request>("login_request");
+  cfg.add_message_type<login_result>("login_result");
+  cfg.add_message_type<user_input>("user_input");
+}
+
+namespace {
+
+struct node_actor_config : caf::actor_system_config {
+  explicit node_actor_config(const config::node_config& cfg) {
+    register_types(*this);
+    // See docs/adr/0002-scheduler.md: a sharing scheduler sized to the
+    // machine beats work stealing's poll/sleep cycle on small boxes.
+    auto cores = std::max(2u, std::thread::hardware_concurrency());
+    set("scheduler.policy", caf::atom("sharing"));
+    set("scheduler.max-threads", static_cast<size_t>(cores));
+    (void) cfg;
+  }
+};
+
+/// Everything the root supervisor watches and stops.
+struct root_env {
+  http_server* http = nullptr;
+  tenant_host_actor tenants;
+  identity_actor identity;
+  std::chrono::milliseconds drain_timeout{10000};
+};
+
+struct root_state {
+  root_env env;
+  bool stopping = false;
+  caf::error failure; ///< set when a supervised child failed
+  std::chrono::steady_clock::time_point drain_deadline;
+  static inline const char* name = "node_root";
+};
+
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
+  self->state.env = env;
+  self->monitor(env.tenants);
+  self->monitor(env.identity);
+  auto log = logger("node");
+  auto passivate = [=] {
+    log->info("passivating entities");
+    self->request(self->state.env.tenants, std::chrono::seconds(30), passivate_atom::value)
+      .then(
+        [=](ok_atom) {
+          log->info("entities passivated");
+          self->quit(self->state.failure);
+        },
+        [=](caf::error& err) {
+          log->error("passivation failed: {}", to_string(errc_of(err)));
+          self->quit(self->state.failure ? self->state.failure : err);
+        });
+  };
+  auto begin_stop = [=] {
+    if (self->state.stopping)
+      return;
+    self->state.stopping = true;
+    log->info("shutting down: draining HTTP (deadline {} ms)",
+              self->state.env.drain_timeout.count());
+    self->state.env.http->begin_drain();
+    self->state.drain_deadline = std::chrono::steady_clock::now() + self->state.env.drain_timeout;
+    self->send(self, drain_atom::value);
+  };
+  self->set_down_handler([=](caf::down_msg& dm) {
+    if (self->state.stopping && dm.source == self->state.env.tenants.address()) {
+      // Host already gone while stopping: nothing left to passivate.
+      self->quit(self->state.failure);
+      return;
+    }
+    log->error("supervised actor failed: {}", to_string(errc_of(dm.reason)) + " "
+                                                + error_detail(dm.reason));
+    self->state.failure = dm.reason ? dm.reason : caf::make_error(errc::internal, "actor stopped");
+    begin_stop();
+  });
+  return {
+    [=](shutdown_atom) { begin_stop(); },
+    [=](drain_atom) {
+      auto in_flight = self->state.env.http->in_flight();
+      if (in_flight > 0 && std::chrono::steady_clock::now() < self->state.drain_deadline) {
+        self->delayed_send(self, std::chrono::milliseconds(10), drain_atom::value);
+        return;
+      }
+      if (in_flight > 0)
+        log->warn("drain deadline reached with {} requests in flight", in_flight);
+      passivate();
+    },
+  };
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  auto v = std::getenv(name);
+  return v && *v ? std::string{v} : fallback;
+}
+
+/// Seeds users in an empty store: demo users in dev mode, else the first
+/// admin from HOTSWAP_ADMIN_PASSWORD or auth.initial_admin_password.
+/// Runs on the main thread (blocking is fine here).
+caf::error seed_users(caf::scoped_actor& self, const store_actor& store,
+                      const config::node_config& cfg) {
+  caf::error result;
+  int64_t count = -1;
+  self->request(store, std::chrono::seconds(30), user_atom::value, count_atom::value)
+    .receive([&](int64_t n) { count = n; }, [&](caf::error& e) { result = e; });
+  if (result || count > 0)
+    return result;
+  struct seed {
+    std::string name, password, role, email, full_name;
+  };
+  std::vector<seed> seeds;
+  if (cfg.node.dev_mode) {
+    seeds = {{"admin", "Admin123!", "Admin", "admin@hotswap.local", "Demo Admin"},
+             {"deployer", "Deploy123!", "Deployer", "deployer@hotswap.local", "Demo Deployer"},
+             {"viewer", "Viewer123!", "Viewer", "viewer@hotswap.local", "Demo Viewer"}};
+  } else {
+    auto pw = env_or("HOTSWAP_ADMIN_PASSWORD", cfg.auth.initial_admin_password);
+    if (pw.empty())
+      return caf::make_error(errc::config_invalid,
+                             "auth.initial_admin_password: the store has no user and dev_mode is "
+                             "off; set HOTSWAP_ADMIN_PASSWORD (preferred) or "
+                             "auth.initial_admin_password for the first admin");
+    if (pw.size() < 12)
+      return caf::make_error(errc::config_invalid,
+                             "auth.initial_admin_password: the first admin's password (from "
+                             "HOTSWAP_ADMIN_PASSWORD or the config) must be at least 12 "
+                             "characters");
+    seeds = {{cfg.auth.initial_admin_username, pw, "Admin", cfg.auth.initial_admin_email,
+              "Administrator"}};
+  }
+  for (auto& s : seeds) {
+    user_record u;
+    u.id = crypto::uuid4();
+    u.username = s.name;
+    u.email = s.email;
+    u.full_name = s.full_name;
+    u.password_hash = crypto::hash_password(s.password, cfg.auth.pbkdf2_iterations);
+    u.roles = {s.role};
+    u.active = true;
+    u.created_at = u.updated_at = now_millis();
+    audit_event ev;
+    ev.at = u.created_at;
+    ev.category = "User";
+    ev.action = "UserSeeded";
+    ev.result = "Success";
+    ev.entity_kind = "user";
+    ev.entity_id = u.id;
+    ev.actor_user = "system";
+    ev.message = std::string{cfg.node.dev_mode ? "demo user " : "first admin "} + s.name;
+    ev.detail = "{}";
+    self->request(store, std::chrono::seconds(30), user_atom::value, create_atom::value, u, ev)
+      .receive([](ok_atom) {},
+               [&](caf::error& e) {
+                 // Another node seeding the same store at once is fine.
+                 if (e != errc::conflict)
+                   result = e;
+               });
+    if (result)
+      return result;
+  }
+  return result;
+}
+
+caf::expected<std::vector<signing_key>> ensure_keys(caf::scoped_actor& self,
+                                                    const store_actor& store) {
+  signing_key k;
+  k.kid = crypto::random_hex(8);
+  k.secret = crypto::random_bytes(32);
+  k.created_at = now_millis();
+  caf::expected<std::vector<signing_key>> result{caf::make_error(errc::internal)};
+  self->request(store, std::chrono::seconds(30), key_atom::value, put_atom::value, k)
+    .receive([&](std::vector<signing_key>& ks) { result = std::move(ks); },
+             [&](caf::error& e) { result = e; });
+  return result;
+}
+
+std::pair<std::string, uint16_t> split_listen(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  auto host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return {host, static_cast<uint16_t>(std::stoi(listen.substr(colon + 1)))};
+}
+
+} // namespace
+
+int run_node(const config::node_config& cfg) {
+  setup_logging(cfg.logging.level, cfg.logging.json);
+  auto log = logger("node");
+  // Signals go to the signal thread only: block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.node.data_dir, ec);
+  if (ec) {
+    log->error("node.data_dir: cannot create {}: {}", cfg.node.data_dir, ec.message());
+    return exit_code::config_error;
+  }
+  auto shared_cfg = std::make_shared<const config::node_config>(cfg);
+  node_actor_config sys_cfg{cfg};
+  caf::actor_system sys{sys_cfg};
+  node_metrics metrics;
+  auto store = spawn_store_pool(sys, cfg.store.url, cfg.store.pool_size, &metrics);
+  if (!store) {
+    log->error("store.url: cannot open {}: {}", cfg.store.url, error_detail(store.error()));
+    return exit_code::failure;
+  }
+  caf::scoped_actor self{sys};
+  auto stop_store = [&] { self->send_exit(*store, caf::exit_reason::user_shutdown); };
+  auto keys = ensure_keys(self, *store);
+  if (!keys) {
+    log->error("store: cannot load signing keys: {}", error_detail(keys.error()));
+    stop_store();
+    return exit_code::failure;
+  }
+  if (auto err = seed_users(self, *store, cfg)) {
+    auto code = errc_of(err) == errc::config_invalid ? exit_code::config_error : exit_code::failure;
+    log->error("{}", error_detail(err));
+    std::cerr << "hotswapd: " << error_detail(err) << std::endl;
+    stop_store();
+    return code;
+  }
+  node_info self_node;
+  self_node.id = cfg.node.id;
+  self_node.http_endpoint = cfg.http.listen;
+  self_node.caf_endpoint = cfg.cluster.listen;
+  self_node.roles = cfg.node.roles;
+  self_node.environments = cfg.node.environments;
+  auto registry = spawn_local_registry(sys, self_node);
+  host_env henv;
+  henv.node_id = cfg.node.id;
+  henv.store = *store;
+  henv.registry = registry;
+  henv.metrics = &metrics;
+  henv.restart.backoff_initial = std::chrono::milliseconds(cfg.entities.restart_backoff_initial_ms);
+  henv.restart.backoff_max = std::chrono::milliseconds(cfg.entities.restart_backoff_max_ms);
+  henv.restart.intensity = cfg.entities.restart_intensity;
+  henv.restart.period = std::chrono::seconds(cfg.entities.restart_period_seconds);
+  henv.idle_timeout = std::chrono::seconds(cfg.entities.idle_passivate_seconds);
+  auto tenants = spawn_tenant_host(sys, henv);
+  auto kdf = spawn_kdf_pool(sys, 2);
+  identity_config icfg;
+  icfg.node_id = cfg.node.id;
+  icfg.issuer = cfg.auth.issuer;
+  icfg.audience = cfg.auth.audience;
+  icfg.token_minutes = cfg.auth.token_minutes;
+  icfg.lockout_attempts = cfg.auth.lockout_attempts;
+  icfg.lockout_minutes = cfg.auth.lockout_minutes;
+  icfg.pbkdf2_iterations = cfg.auth.pbkdf2_iterations;
+  icfg.dev_mode = cfg.node.dev_mode;
+  icfg.keys = *keys;
+  auto identity = spawn_identity(sys, icfg, *store, kdf);
+  api_env aenv;
+  aenv.cfg = shared_cfg;
+  aenv.store = *store;
+  aenv.registry = registry;
+  aenv.tenants = tenants;
+  aenv.identity = identity;
+  aenv.metrics = &metrics;
+  aenv.limiter = std::make_shared<rate_limiter>();
+  aenv.keys = *keys;
+  std::vector<bridge_actor> bridges;
+  for (uint32_t i = 0; i < std::max(1u, cfg.http.io_threads); ++i)
+    bridges.push_back(spawn_bridge(sys, aenv));
+  auto next_bridge = std::make_shared<std::atomic<size_t>>(0);
+  auto [host, port] = split_listen(cfg.http.listen);
+  http_server_options hopts;
+  hopts.host = host;
+  hopts.port = port;
+  hopts.io_threads = cfg.http.io_threads;
+  hopts.max_body_bytes = cfg.http.max_body_bytes;
+  hopts.max_module_bytes = cfg.http.max_module_bytes;
+  http_server http{hopts,
+                   [bridges, next_bridge](http_exchange_ptr ex) {
+                     auto i = next_bridge->fetch_add(1, std::memory_order_relaxed);
+                     caf::anon_send(bridges[i % bridges.size()], std::move(ex));
+                   },
+                   &metrics};
+  auto stop_all = [&] {
+    http.stop();
+    for (auto& b : bridges)
+      self->send_exit(b, caf::exit_reason::user_shutdown);
+    self->send_exit(identity, caf::exit_reason::user_shutdown);
+    self->send_exit(kdf, caf::exit_reason::user_shutdown);
+    self->send_exit(tenants, caf::exit_reason::user_shutdown);
+    self->send_exit(registry, caf::exit_reason::user_shutdown);
+    stop_store();
+  };
+  auto bound = http.start();
+  if (!bound) {
+    log->error("http.listen: {}", error_detail(bound.error()));
+    std::cerr << "hotswapd: http.listen: " << error_detail(bound.error()) << std::endl;
+    stop_all();
+    return exit_code::failure;
+  }
+  root_env renv;
+  renv.http = &http;
+  renv.tenants = tenants;
+  renv.identity = identity;
+  renv.drain_timeout = std::chrono::milliseconds(cfg.http.drain_timeout_ms);
+  auto root = sys.spawn(node_root, renv);
+  // The signal thread turns SIGTERM/SIGINT into a shutdown message.
+  std::atomic<bool> root_done{false};
+  std::thread signals{[&sigs, &root_done, root, log] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    if (!root_done.load())
+      log->info("received {}", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    caf::anon_send(root, shutdown_atom::value);
+  }};
+  auto url = "http://" + host + ":" + std::to_string(*bound);
+  std::cout << "hotswapd: node " << cfg.node.id << " listening on " << url << std::endl;
+  if (cfg.node.dev_mode)
+    std::cout << "hotswapd: development mode - log in with POST " << url
+              << "/api/v1/authentication/login {\"username\":\"admin\",\"password\":\"Admin123!\"}"
+              << " (all demo users: GET " << url << "/api/v1/authentication/demo-credentials)"
+              << std::endl;
+  log->info("node {} listening on {} (store {})", cfg.node.id, url, cfg.store.url);
+  caf::error reason;
+  self->monitor(root);
+  self->receive([&](caf::down_msg& dm) { reason = dm.reason; });
+  root_done = true;
+  pthread_kill(signals.native_handle(), SIGTERM); // wakes sigwait if still waiting
+  signals.join();
+  stop_all();
+  if (reason && !is_orderly_exit(reason)) {
+    log->error("node stopped after a failure: {} {}", to_string(errc_of(reason)),
+               error_detail(reason));
+    return exit_code::failure;
+  }
+  log->info("node {} stopped", cfg.node.id);
+  spdlog::shutdown();
+  return exit_code::ok;
+}
+
+} // namespace hotswap
