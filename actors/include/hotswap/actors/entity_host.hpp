@@ -12,6 +12,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,6 +83,8 @@ struct entity_host_state {
   restart_policy policy;
   std::map<std::string, child_entry> children;
   std::map<std::string, std::vector<waiter>> waiting; ///< activating or restarting
+  std::set<std::string> restarting;                   ///< waiting out a backoff
+  std::set<std::string> activating;                   ///< claim in progress
   host_stats stats;
   bool passivating = false;
   std::function<void()> on_all_passivated;
@@ -114,12 +117,15 @@ struct entity_host_state {
     }
     auto& q = waiting[id];
     q.push_back(std::move(w));
-    if (q.size() == 1)
+    // One activation at a time per id; while a restart waits out its
+    // backoff, commands queue for it.
+    if (restarting.count(id) == 0 && activating.insert(id).second)
       activate(self, id, must_exist);
   }
 
   template <class Self>
   void fail_waiting(const std::string& id, const caf::error& err) {
+    activating.erase(id);
     auto i = waiting.find(id);
     if (i == waiting.end())
       return;
@@ -158,6 +164,7 @@ struct entity_host_state {
                   env.metrics->ownership_claims().Increment();
                 auto child = spawn_child(self, id, cr);
                 children[id] = child_entry{child, cr.epoch};
+                activating.erase(id);
                 ++stats.activations;
                 set_active_gauge();
                 auto i = waiting.find(id);
@@ -210,7 +217,7 @@ struct entity_host_state {
       ++stats.restarts;
       if (env.metrics)
         env.metrics->entity_restarts(kind).Increment();
-      waiting[id]; // commands for id queue up until the restart
+      restarting.insert(id); // commands for id queue up until the restart
       self->delayed_send(self, d.delay, restart_atom::value, id);
     }
     check_passivated();
@@ -239,9 +246,9 @@ struct entity_host_state {
       fail_waiting<Self>(id, caf::make_error(errc::unavailable, "the node is shutting down"));
       return;
     }
-    if (children.count(id))
+    restarting.erase(id);
+    if (children.count(id) || !activating.insert(id).second)
       return;
-    waiting[id];
     claim(self, id);
   }
 
@@ -257,6 +264,8 @@ struct entity_host_state {
         w.fail(err);
     }
     waiting.clear();
+    restarting.clear();
+    activating.clear();
     on_all_passivated = std::move(done);
     for (auto& [id, c] : children)
       self->send_exit(c.handle, caf::exit_reason::user_shutdown);
