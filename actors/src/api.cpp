@@ -180,7 +180,7 @@ bool read_string(const json::object& o, const char* key, std::string& out, field
     return false;
   }
   out = std::string(v->as_string());
-  if (required && out.empty())
+  if (required && out.find_first_not_of(" \t\r\n") == std::string::npos)
     errs[key].push_back(std::string{"The "} + key + " field is required.");
   return true;
 }

@@ -240,7 +240,6 @@ std::string to_json(const tenant& t) {
   o["tier"] = t.tier >= 0 && t.tier <= 4 ? tier_names()[static_cast<size_t>(t.tier)] : "Free";
   o["resourceQuota"] = std::move(q);
   o["createdAt"] = rfc3339_or_null(t.created_at);
-  o["updatedAt"] = rfc3339_or_null(t.updated_at);
   o["suspendedAt"] = rfc3339_or_null(t.suspended_at);
   o["deletedAt"] = rfc3339_or_null(t.deleted_at);
   o["contactEmail"] = t.contact_email;
@@ -274,7 +273,7 @@ bool from_json(const std::string& text, tenant& t) {
       if (kv.value().is_string())
         t.metadata[std::string(kv.key())] = std::string(kv.value().as_string());
   t.created_at = parse_rfc3339(get_string(o, "createdAt"));
-  t.updated_at = parse_rfc3339(get_string(o, "updatedAt"));
+  t.updated_at = t.created_at; // the snapshot row keeps the real updated_at
   t.suspended_at = parse_rfc3339(get_string(o, "suspendedAt"));
   t.deleted_at = parse_rfc3339(get_string(o, "deletedAt"));
   return !t.id.empty() && t.tier >= 0;
