@@ -1,0 +1,59 @@
+#pragma once
+
+// Private to the store implementations (store.cpp, sqlite_store.cpp,
+// pg_store.cpp): constructors of the two back ends and small helpers shared
+// by both.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "caf/error.hpp"
+#include "caf/expected.hpp"
+
+#include "hotswap/runtime/errc.hpp"
+#include "hotswap/runtime/store.hpp"
+
+namespace hotswap::detail {
+
+/// Opens an SQLite store at `path` (`:memory:` allowed). Creates the parent
+/// directory of `path` when missing.
+caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path);
+
+/// Opens a PostgreSQL store with a libpq connection string or URI.
+caf::expected<std::unique_ptr<store>> open_pg_store(const std::string& conninfo);
+
+/// Encodes roles as a JSON array of strings.
+std::string roles_to_json(const std::vector<std::string>& roles);
+
+/// Decodes a JSON array of strings; anything else yields an empty list.
+std::vector<std::string> roles_from_json(const std::string& text);
+
+/// Lower-cases ASCII letters (user names are compared case-insensitively).
+std::string ascii_lower(std::string s);
+
+/// Lower-case hex encoding of raw bytes, and its inverse (invalid input
+/// decodes to an empty string).
+std::string hex_encode(const std::string& bytes);
+std::string hex_decode(const std::string& hex);
+
+/// Clamps audit paging: page_size into 1..100, page_number >= 1.
+inline void audit_paging(int32_t page_number, int32_t page_size, int64_t& limit,
+                         int64_t& offset) {
+  int64_t size = page_size < 1 ? 1 : (page_size > 100 ? 100 : page_size);
+  int64_t number = page_number < 1 ? 1 : page_number;
+  limit = size;
+  offset = (number - 1) * size;
+}
+
+/// Clamps snapshot listing: limit into 1..1000, offset >= 0.
+inline void list_paging(int32_t lim, int32_t off, int64_t& limit, int64_t& offset) {
+  limit = lim < 1 ? 1 : (lim > 1000 ? 1000 : lim);
+  offset = off < 0 ? 0 : off;
+}
+
+/// The message of a fenced write.
+std::string fenced_message(const std::string& kind, const std::string& id, int64_t stored,
+                           int64_t attempted);
+
+} // namespace hotswap::detail
