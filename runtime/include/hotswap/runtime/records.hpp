@@ -137,8 +137,9 @@ typename Inspector::result_type inspect(Inspector& f, signing_key& x) {
   return f(caf::meta::type_name("signing_key"), x.kid, x.secret, x.created_at, x.retired_at);
 }
 
-/// What a claim returns: the new fencing epoch and the entity's snapshot as it
-/// was before the claim (body empty for a new entity).
+/// What a claim returns: the new fencing epoch and the entity's row after the
+/// claim (new epoch and owner; body and status as stored, body empty for an
+/// entity that was never written).
 struct claim_result {
   int64_t epoch = 0;
   snapshot_record snapshot;
