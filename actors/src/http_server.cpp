@@ -634,12 +634,9 @@ public:
   pending_response& operator=(const pending_response&) = delete;
 
   ~pending_response() {
-    if (!done_.load()) {
-      core_->log->error("[R:{} T:{}] request dropped without a response; answering 500",
-                        request_id_, trace_id_);
+    if (!done_.load())
       deliver(problem(500, "Internal Server Error", "The request was not answered.", trace_id_),
-              "unmatched");
-    }
+              "unmatched", true);
   }
 
   /// Set once before the exchange is dispatched.
@@ -655,7 +652,9 @@ public:
     return "unmatched";
   }
 
-  void deliver(http_response res, const std::string& route) {
+  /// `abandoned`: the exchange died without respond() (a bug in the
+  /// handler, or an actor that went down with the request in its mailbox).
+  void deliver(http_response res, const std::string& route, bool abandoned = false) {
     if (done_.exchange(true))
       return;
     core_->in_flight.fetch_sub(1);
@@ -664,6 +663,9 @@ public:
       core_->log->debug("[R:{}] response after stop dropped", request_id_);
       return;
     }
+    if (abandoned)
+      core_->log->error("[R:{} T:{}] request dropped without a response; answering 500",
+                        request_id_, trace_id_);
     core_->record(method_, route, res.status, started_);
     auto secs = std::chrono::duration<double>(clock_type::now() - started_).count();
     if (res.status >= 500)

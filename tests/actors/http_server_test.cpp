@@ -4,12 +4,14 @@
 
 #include "caf/test/dsl.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -564,6 +566,36 @@ CAF_TEST(stop is idempotent and drops late responses) {
   client after;
   CAF_CHECK(after.connect(port)); // nobody listens any more
   server.reset(); // the destructor stops again
+}
+
+CAF_TEST(stop under load closes every connection and returns) {
+  std::atomic<int> answered{0};
+  std::atomic<bool> quit{false};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 6; ++i)
+    clients.emplace_back([&, i] {
+      while (!quit.load()) {
+        client c;
+        if (c.connect(port))
+          return; // the listener is gone
+        for (int n = 0; !quit.load(); ++n) {
+          auto target = (n % 7 == 3) ? "/drop" : "/echo/" + std::to_string(i);
+          if (c.send(get(target)))
+            break;
+          auto [ec, res] = c.receive();
+          if (ec)
+            break;
+          ++answered;
+        }
+      }
+    });
+  CAF_CHECK(eventually([&] { return answered.load() >= 300; }));
+  server->begin_drain();
+  server->stop();
+  quit = true;
+  for (auto& t : clients)
+    t.join();
+  CAF_CHECK(eventually([&] { return server->in_flight() == 0; }));
 }
 
 CAF_TEST(binding a port in use fails with errc unavailable) {
