@@ -92,13 +92,14 @@ struct options {
   double warmup = 1;
   size_t client_threads = 1;
   size_t raw_threads = 2;
+  size_t rounds = 3;     ///< hotswap and raw alternate, so machine noise hits both alike
   bool raw_only = false;
 };
 
 void usage() {
   std::cerr << "usage: http_bench (--url http://host:port/path | --raw-only)\n"
                "                  [--header 'Name: value']... [--connections 32] [--seconds 5]\n"
-               "                  [--warmup 1] [--client-threads 1] [--raw-threads 2]\n";
+               "                  [--warmup 1] [--client-threads 1] [--raw-threads 2] [--rounds 3]\n";
 }
 
 std::optional<options> parse_args(int argc, char** argv) {
@@ -155,6 +156,9 @@ std::optional<options> parse_args(int argc, char** argv) {
         return std::nullopt;
     } else if (arg == "--raw-threads") {
       if (!number(opts.raw_threads))
+        return std::nullopt;
+    } else if (arg == "--rounds") {
+      if (!number(opts.rounds) || opts.rounds == 0)
         return std::nullopt;
     } else if (arg == "--raw-only") {
       opts.raw_only = true;
@@ -525,11 +529,26 @@ int main(int argc, char** argv) {
               opts.connections, opts.warmup, opts.seconds, opts.client_threads,
               opts.raw_threads, body.size(), content_type.c_str());
   std::optional<load_result> target_result;
-  if (!opts.raw_only) {
-    target_result = run_load(*opts.target, opts);
-    print("hotswap", opts.target_text, *target_result);
+  load_result raw_result;
+  auto merge = [](load_result& into, const load_result& r) {
+    into.requests += r.requests;
+    into.non_2xx += r.non_2xx;
+    into.errors += r.errors;
+    into.seconds += r.seconds;
+    into.latencies_us.insert(into.latencies_us.end(), r.latencies_us.begin(),
+                             r.latencies_us.end());
+  };
+  for (size_t round = 0; round < opts.rounds; ++round) {
+    if (!opts.raw_only) {
+      if (!target_result)
+        target_result.emplace();
+      merge(*target_result, run_load(*opts.target, opts));
+    }
+    merge(raw_result, run_load(raw_url, opts));
   }
-  auto raw_result = run_load(raw_url, opts);
+  std::printf("%zu alternating round(s) of %.1f s each\n", opts.rounds, opts.seconds);
+  if (target_result)
+    print("hotswap", opts.target_text, *target_result);
   print("raw", "http://127.0.0.1:" + raw_url.port + "/raw", raw_result);
   if (target_result) {
     auto ratio = raw_result.rps() > 0 ? target_result->rps() / raw_result.rps() : 0;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <optional>
+#include <unordered_map>
 
 #include <boost/json.hpp>
 
@@ -35,6 +37,7 @@ struct principal {
 
 struct call {
   http_exchange_ptr ex;
+  std::chrono::steady_clock::time_point deadline;
   principal who;
   std::string client_ip;
   std::vector<std::string> params;
@@ -70,6 +73,14 @@ struct route {
 struct bridge_state {
   api_env env;
   std::vector<route> routes;
+  /// Verified tokens (bounded): skips HMAC and JSON parsing on repeat use.
+  std::unordered_map<std::string, jwt::claims> token_cache;
+  /// Tenant actors for reads, like the cluster router's owner cache: a send
+  /// to an actor that has stopped fails and the entry is dropped.
+  std::unordered_map<std::string, tenant_actor> tenant_cache;
+  /// Calls in arrival order (so deadlines are ordered) for the deadline sweep.
+  std::deque<std::weak_ptr<call>> in_flight;
+  std::chrono::milliseconds request_timeout{15000};
   static inline const char* name = "http_bridge";
 };
 
@@ -319,8 +330,11 @@ void get_ready(bridge_ptr self, const call_ptr& c) {
 
 // -- authentication --------------------------------------------------------------------
 
-std::chrono::milliseconds timeout_of(bridge_ptr self) {
-  return std::chrono::milliseconds(self->state.env.cfg->http.request_timeout_ms);
+/// Requests from the bridge carry no per-request CAF timeout (each one would
+/// wake CAF's clock thread twice); the bridge's deadline sweep answers 504
+/// for calls that outlive http.request_timeout_ms instead (see on_sweep).
+caf::infinite_t timeout_of(bridge_ptr) {
+  return caf::infinite;
 }
 
 void post_login(bridge_ptr self, const call_ptr& c) {
@@ -351,7 +365,7 @@ void post_login(bridge_ptr self, const call_ptr& c) {
   req.source_ip = c->client_ip;
   req.trace_id = c->req().trace_id;
   // The KDF is slow by design: give the login more than the default deadline.
-  self->request(self->state.env.identity, timeout_of(self) * 2, login_atom::value, req)
+  self->request(self->state.env.identity, timeout_of(self), login_atom::value, req)
     .then(
       [=](login_result& r) {
         boost::system::error_code ec;
@@ -459,7 +473,7 @@ void post_user(bridge_ptr self, const call_ptr& c) {
     reply_problem(c, 400, "The user is invalid.", errs);
     return;
   }
-  self->request(self->state.env.identity, timeout_of(self) * 2, user_atom::value,
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value,
                 create_atom::value, in, c->ctx())
     .then(
       [=](user_record& u) {
@@ -501,7 +515,7 @@ void put_user(bridge_ptr self, const call_ptr& c) {
     reply_problem(c, 400, "The user is invalid.", errs);
     return;
   }
-  self->request(self->state.env.identity, timeout_of(self) * 2, user_atom::value,
+  self->request(self->state.env.identity, timeout_of(self), user_atom::value,
                 update_atom::value, id, in, c->ctx())
     .then([=](user_record& u) { reply_json(c, 200, to_json(u)); },
           [=](caf::error& err) { reply_user_error(c, err, id); });
@@ -609,8 +623,43 @@ void get_tenants(bridge_ptr self, const call_ptr& c) {
       [=](caf::error& err) { reply_error(c, err); });
 }
 
+constexpr size_t cache_limit = 10000;
+
+/// Reads the tenant's JSON from its actor, through the cached handle when
+/// there is one; a stale handle (actor passivated or stopped) is dropped and
+/// the read retried once through the host.
+void read_tenant(bridge_ptr self, const call_ptr& c, const std::string& id, bool retry) {
+  auto& cache = self->state.tenant_cache;
+  auto i = cache.find(id);
+  if (i == cache.end()) {
+    self->request(self->state.env.tenants, timeout_of(self), child_atom::value, id)
+      .then(
+        [=](tenant_actor& child) {
+          auto& cache = self->state.tenant_cache;
+          if (cache.size() >= cache_limit)
+            cache.clear();
+          cache.emplace(id, child);
+          read_tenant(self, c, id, false);
+        },
+        [=](caf::error& err) { reply_error(c, err); });
+    return;
+  }
+  auto child = i->second;
+  self->request(child, timeout_of(self), get_atom::value, json_atom::value)
+    .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
+          [=](caf::error& err) {
+            auto& cache = self->state.tenant_cache;
+            if (auto j = cache.find(id); j != cache.end() && j->second == child)
+              cache.erase(j);
+            if (retry && err == caf::sec::request_receiver_down)
+              read_tenant(self, c, id, false);
+            else
+              reply_error(c, err);
+          });
+}
+
 void get_tenant(bridge_ptr self, const call_ptr& c) {
-  tenant_call(self, c, 200, get_atom::value, c->params[0]);
+  read_tenant(self, c, c->params[0], true);
 }
 
 void put_tenant(bridge_ptr self, const call_ptr& c) {
@@ -875,10 +924,30 @@ void rate_headers(const call_ptr& c, const rate_decision& d) {
   c->extra_headers.emplace_back("X-RateLimit-Reset", std::to_string(d.reset_seconds));
 }
 
+/// Verifies a bearer token, remembering tokens that verified until they expire.
+caf::expected<jwt::claims> verify_token(bridge_ptr self, const std::string& token) {
+  auto& st = self->state;
+  auto now = now_millis() / 1000;
+  if (auto i = st.token_cache.find(token); i != st.token_cache.end()) {
+    if (i->second.exp > now && i->second.nbf <= now + 30)
+      return i->second;
+    st.token_cache.erase(i);
+  }
+  auto& cfg = *st.env.cfg;
+  auto claims = jwt::verify(token, st.env.keys, cfg.auth.issuer, cfg.auth.audience, now);
+  if (claims) {
+    if (st.token_cache.size() >= cache_limit)
+      st.token_cache.clear();
+    st.token_cache.emplace(token, *claims);
+  }
+  return claims;
+}
+
 void handle(bridge_ptr self, http_exchange_ptr ex) {
   auto& st = self->state;
   auto c = std::make_shared<call>();
   c->ex = ex;
+  c->deadline = ex->started() + st.request_timeout;
   auto& req = ex->request();
   c->client_ip = client_ip(req, st.env.cfg->rate_limits.trusted_proxies);
   auto segs = split_path(req.path);
@@ -913,9 +982,7 @@ void handle(bridge_ptr self, http_exchange_ptr ex) {
   if (found->auth) {
     auto h = req.header("authorization");
     if (h.size() > 7 && lower(h.substr(0, 7)) == "bearer ") {
-      auto& cfg = *st.env.cfg;
-      auto claims = jwt::verify(h.substr(7), st.env.keys, cfg.auth.issuer, cfg.auth.audience,
-                                now_millis() / 1000);
+      auto claims = verify_token(self, h.substr(7));
       if (claims) {
         c->who.authenticated = true;
         c->who.user_id = claims->sub;
@@ -959,13 +1026,40 @@ void handle(bridge_ptr self, http_exchange_ptr ex) {
     return;
   }
   found->fn(self, c);
+  if (!ex->responded())
+    st.in_flight.push_back(c);
 }
+
+/// Answers 504 to every call past its deadline; forgets answered calls.
+void on_sweep(bridge_ptr self) {
+  auto& q = self->state.in_flight;
+  auto now = std::chrono::steady_clock::now();
+  while (!q.empty()) {
+    auto c = q.front().lock();
+    if (c && !c->ex->responded()) {
+      if (c->deadline > now)
+        break;
+      reply_problem(c, 504, "The request did not complete within "
+                              + std::to_string(self->state.request_timeout.count()) + " ms.");
+    }
+    q.pop_front();
+  }
+}
+
+constexpr auto sweep_interval = std::chrono::milliseconds(100);
 
 bridge_actor::behavior_type bridge(bridge_ptr self, api_env env) {
   self->state.env = std::move(env);
   self->state.routes = make_routes();
+  self->state.request_timeout
+    = std::chrono::milliseconds(self->state.env.cfg->http.request_timeout_ms);
+  self->delayed_send(self, sweep_interval, tick_atom::value);
   return {
     [=](http_exchange_ptr& ex) { handle(self, std::move(ex)); },
+    [=](tick_atom) {
+      on_sweep(self);
+      self->delayed_send(self, sweep_interval, tick_atom::value);
+    },
   };
 }
 

@@ -37,10 +37,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include <openssl/rand.h>
-
 #include <spdlog/spdlog.h>
 
+#include "hotswap/runtime/crypto.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/metrics.hpp"
 
@@ -61,24 +60,10 @@ constexpr size_t read_chunk = 8 * 1024;
 
 // -- ids ---------------------------------------------------------------------
 
-/// `bytes` random bytes from the OpenSSL CSPRNG as lower-case hex
-/// (RAND_bytes is thread-safe in OpenSSL 3).
+/// Request and trace ids are identifiers, not secrets: a per-thread PRNG
+/// seeded from the CSPRNG (crypto::id_hex) keeps OpenSSL off the hot path.
 std::string random_hex(size_t bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::vector<unsigned char> raw(bytes);
-  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
-    // Without a working CSPRNG ids and tokens are predictable: a broken
-    // invariant of the process, not a request error.
-    spdlog::critical("RAND_bytes failed: the OpenSSL CSPRNG is unusable");
-    std::abort();
-  }
-  std::string out;
-  out.reserve(bytes * 2);
-  for (auto b : raw) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0x0f]);
-  }
-  return out;
+  return crypto::id_hex(bytes);
 }
 
 bool valid_request_id(std::string_view id) {

@@ -19,16 +19,22 @@ struct tenant_actor_state {
   int64_t epoch = 0;
   bool exists = false;
   tenant current;
+  std::string json; ///< to_json(current), as persisted
   host_env env;
-  uint64_t activity = 0; ///< bumped by every command; idle ticks compare it
+  caf::actor_clock::time_point last_active; ///< of the last command
   static inline const char* name = "tenant";
 };
 
 using tenant_ptr = tenant_actor::stateful_pointer<tenant_actor_state>;
 
+/// Records activity. The idle check is one timer per idle period (not one
+/// per command): see the tick handler.
 void touch(tenant_ptr self) {
-  auto gen = ++self->state.activity;
-  self->delayed_send(self, self->state.env.idle_timeout, tick_atom::value, gen);
+  self->state.last_active = self->clock().now();
+}
+
+void schedule_idle_check(tenant_ptr self, caf::actor_clock::duration_type after) {
+  self->delayed_send(self, after, tick_atom::value, uint64_t{0});
 }
 
 audit_event make_audit(tenant_ptr self, const tenant& next, const std::string& action,
@@ -71,6 +77,7 @@ caf::typed_response_promise<tenant> persist(tenant_ptr self, tenant next, const 
     .await(
       [=](int64_t) mutable {
         self->state.current = next;
+        self->state.json = snap.body;
         self->state.exists = true;
         control_log()->info("[T:{} e{}] {} -> {}", self->state.id, self->state.epoch, action,
                             next.status);
@@ -117,19 +124,28 @@ tenant_actor::behavior_type tenant_behavior(tenant_ptr self, std::string id, cla
   self->state.epoch = claim.epoch;
   self->state.env = std::move(env);
   if (!claim.snapshot.body.empty()) {
-    if (from_json(claim.snapshot.body, self->state.current))
+    if (from_json(claim.snapshot.body, self->state.current)) {
       self->state.exists = true;
+      self->state.json = claim.snapshot.body;
+    }
     else
       self->quit(caf::make_error(errc::internal, "unreadable snapshot of tenant "
                                                    + self->state.id));
   }
   touch(self);
+  schedule_idle_check(self, self->state.env.idle_timeout);
   return {
     [=](get_atom) -> caf::result<tenant> {
       touch(self);
       if (!self->state.exists)
         return not_found(self);
       return self->state.current;
+    },
+    [=](get_atom, json_atom) -> caf::result<std::string> {
+      touch(self);
+      if (!self->state.exists)
+        return not_found(self);
+      return self->state.json;
     },
     [=](create_atom, tenant_spec& spec, request_ctx& ctx) -> caf::result<tenant> {
       touch(self);
@@ -159,10 +175,13 @@ tenant_actor::behavior_type tenant_behavior(tenant_ptr self, std::string id, cla
         return not_found(self);
       return run_transition(self, apply(self->state.current, change, now_millis()), ctx);
     },
-    [=](tick_atom, uint64_t gen) {
-      // Idle since the tick was scheduled: passivate (state is already durable).
-      if (gen == self->state.activity)
+    [=](tick_atom, uint64_t) {
+      // Idle for a whole period: passivate (state is already durable).
+      auto idle = self->clock().now() - self->state.last_active;
+      if (idle >= self->state.env.idle_timeout)
         self->quit();
+      else
+        schedule_idle_check(self, self->state.env.idle_timeout - idle);
     },
   };
 }
@@ -231,9 +250,11 @@ tenant_host_actor::behavior_type tenant_host(host_ptr self, host_env env) {
     [=](stats_atom) { return self->state.stats; },
     [=](child_atom, const std::string& id) {
       auto rp = self->make_response_promise<tenant_actor>();
-      self->state.with_child(self, id, false,
+      self->state.with_child(self, id, true,
                              {[=](const tenant_actor& c) mutable { rp.deliver(c); },
-                              [=](const caf::error& err) mutable { rp.deliver(err); }});
+                              [=](const caf::error& err) mutable {
+                                rp.deliver(err == errc::not_found ? tenant_not_found(id) : err);
+                              }});
       return rp;
     },
     [=](restart_atom, const std::string& id) { self->state.on_restart(self, id); },

@@ -1,3 +1,4 @@
+#include <random>
 #include "hotswap/runtime/crypto.hpp"
 
 #include <algorithm>
@@ -297,6 +298,31 @@ bool verify_password(std::string_view password, std::string_view encoded) {
   if (actual.size() != expected->size())
     return false;
   return equal_ct(actual, *expected);
+}
+
+} // namespace hotswap::crypto
+
+namespace hotswap::crypto {
+
+std::string id_hex(size_t bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  thread_local std::mt19937_64 gen = [] {
+    auto seed = random_bytes(sizeof(uint64_t) * 4);
+    std::seed_seq seq(seed.begin(), seed.end());
+    return std::mt19937_64{seq};
+  }();
+  std::string out;
+  out.reserve(bytes * 2);
+  uint64_t word = 0;
+  for (size_t i = 0; i < bytes; ++i) {
+    if (i % 8 == 0)
+      word = gen();
+    auto b = static_cast<unsigned>(word & 0xff);
+    word >>= 8;
+    out.push_back(digits[b >> 4]);
+    out.push_back(digits[b & 0x0f]);
+  }
+  return out;
 }
 
 } // namespace hotswap::crypto

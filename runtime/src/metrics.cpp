@@ -98,9 +98,25 @@ std::string node_metrics::render() const {
 
 void node_metrics::http_request(const std::string& method, const std::string& route, int status,
                                 double seconds) {
-  http_requests_->Add({{"method", method}, {"route", route}, {"status", status_class(status)}})
-    .Increment();
-  http_duration_->Add({{"method", method}, {"route", route}}, latency_buckets()).Observe(seconds);
+  auto cls = static_cast<size_t>(status / 100);
+  if (cls < 1 || cls > 5)
+    cls = 5;
+  prometheus::Histogram* duration = nullptr;
+  prometheus::Counter* counter = nullptr;
+  {
+    std::lock_guard<std::mutex> guard{http_mtx_};
+    auto& series = http_series_[method + ' ' + route];
+    if (!series.duration)
+      series.duration = &http_duration_->Add({{"method", method}, {"route", route}},
+                                             latency_buckets());
+    if (!series.by_class[cls])
+      series.by_class[cls] = &http_requests_->Add(
+        {{"method", method}, {"route", route}, {"status", status_class(status)}});
+    duration = series.duration;
+    counter = series.by_class[cls];
+  }
+  counter->Increment();
+  duration->Observe(seconds);
 }
 
 prometheus::Gauge& node_metrics::entities_active(const std::string& kind) {

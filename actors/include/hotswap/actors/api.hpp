@@ -36,7 +36,8 @@ struct api_env {
   std::vector<signing_key> keys;
 };
 
-using bridge_actor = caf::typed_actor<caf::reacts_to<http_exchange_ptr>>;
+using bridge_actor = caf::typed_actor<caf::reacts_to<http_exchange_ptr>,
+                                      caf::reacts_to<tick_atom>>; // deadline sweep
 
 bridge_actor spawn_bridge(caf::actor_system& sys, api_env env);
 

@@ -20,12 +20,15 @@ namespace hotswap {
 using tier_atom = caf::atom_constant<caf::atom("tier")>;
 using child_atom = caf::atom_constant<caf::atom("child")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using json_atom = caf::atom_constant<caf::atom("json")>;
 
 /// One tenant. errc::not_found for every command but create while the
 /// tenant was never written; errc::fenced (and the actor stops) when a newer
 /// owner holds it.
 using tenant_actor = caf::typed_actor<
   caf::replies_to<get_atom>::with<tenant>,
+  /// The tenant as the API shows it (the persisted JSON, no re-serialization).
+  caf::replies_to<get_atom, json_atom>::with<std::string>,
   caf::replies_to<create_atom, tenant_spec, request_ctx>::with<tenant>,
   caf::replies_to<update_atom, tenant_patch, request_ctx>::with<tenant>,
   caf::replies_to<status_atom, int32_t, request_ctx>::with<tenant>,
@@ -47,7 +50,8 @@ using tenant_host_actor = caf::typed_actor<
   /// Stops every tenant actor and releases ownership (shutdown).
   caf::replies_to<passivate_atom>::with<ok_atom>,
   caf::replies_to<stats_atom>::with<host_stats>,
-  /// The running actor for a tenant (introspection for tests), activating it.
+  /// The running actor of an existing tenant, activating it (errc::not_found
+  /// for a tenant that was never written). The HTTP bridge caches it for reads.
   caf::replies_to<child_atom, std::string>::with<tenant_actor>,
   caf::reacts_to<restart_atom, std::string>>;
 

@@ -17,8 +17,13 @@ std::string random_bytes(size_t n);
 /// A random RFC 4122 version-4 UUID in lower-case hex with dashes.
 std::string uuid4();
 
-/// 32 lower-case hex digits (e.g. trace ids), 16 for span ids.
+/// `bytes` random bytes from the CSPRNG as lower-case hex.
 std::string random_hex(size_t bytes);
+
+/// `bytes` pseudo-random bytes as lower-case hex for identifiers that are
+/// not secrets (request and trace ids): a per-thread PRNG seeded from the
+/// CSPRNG, so the hot path makes no OpenSSL call.
+std::string id_hex(size_t bytes);
 
 std::string base64_encode(std::string_view bytes);
 caf::expected<std::string> base64_decode(std::string_view text);

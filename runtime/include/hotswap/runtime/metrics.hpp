@@ -4,8 +4,11 @@
 // into. One instance per node, created at start and passed down by reference
 // (no global state). prometheus-cpp metrics are thread-safe.
 
+#include <array>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -49,6 +52,16 @@ public:
   prometheus::Counter& entity_restarts(const std::string& kind);
 
 private:
+  /// Metric handles per (method, route): prometheus-cpp's Family::Add hashes
+  /// a label map under a lock on every call; this cache makes the per-request
+  /// cost one small lookup.
+  struct http_series {
+    prometheus::Histogram* duration = nullptr;
+    std::array<prometheus::Counter*, 6> by_class{}; ///< 1xx..5xx, index 1..5
+  };
+  std::mutex http_mtx_;
+  std::unordered_map<std::string, http_series> http_series_;
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* http_requests_;
   prometheus::Family<prometheus::Histogram>* http_duration_;
