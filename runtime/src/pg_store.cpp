@@ -73,10 +73,9 @@ CREATE TABLE audit_events (
   detail      text    NOT NULL DEFAULT '{}'
 );
 CREATE INDEX audit_events_category ON audit_events (lower(category), at);
-CREATE INDEX audit_events_trace ON audit_events (trace_id);
+CREATE INDEX audit_events_trace ON audit_events (trace_id) WHERE trace_id <> '';
 CREATE INDEX audit_events_entity ON audit_events (entity_kind, entity_id);
 CREATE INDEX audit_events_actor_at ON audit_events (actor_user, at);
-CREATE INDEX audit_events_at ON audit_events (at);
 
 CREATE TABLE users (
   id              text    PRIMARY KEY,
@@ -540,6 +539,8 @@ public:
     };
     add(!q.category.empty(), 1, "lower(category)", "::text", "=", [&] { p.text(q.category); });
     add(!q.trace_id.empty(), 2, "trace_id", "::text", "=", [&] { p.text(q.trace_id); });
+    if (!q.trace_id.empty())
+      sql += " AND trace_id <> ''"; // lets the planner use the partial index
     add(!q.entity_kind.empty(), 4, "entity_kind", "::text", "=", [&] { p.text(q.entity_kind); });
     add(!q.entity_id.empty(), 8, "entity_id", "::text", "=", [&] { p.text(q.entity_id); });
     add(!q.actor_user.empty(), 16, "actor_user", "::text", "=", [&] { p.text(q.actor_user); });

@@ -63,10 +63,9 @@ CREATE TABLE audit_events (
   detail      TEXT    NOT NULL DEFAULT '{}'
 );
 CREATE INDEX audit_events_category ON audit_events (category, at);
-CREATE INDEX audit_events_trace ON audit_events (trace_id);
+CREATE INDEX audit_events_trace ON audit_events (trace_id) WHERE trace_id <> '';
 CREATE INDEX audit_events_entity ON audit_events (entity_kind, entity_id);
 CREATE INDEX audit_events_actor_at ON audit_events (actor_user, at);
-CREATE INDEX audit_events_at ON audit_events (at);
 
 CREATE TABLE users (
   id              TEXT    PRIMARY KEY,
@@ -501,7 +500,7 @@ public:
       }
     };
     add(!q.category.empty(), 1, " AND category = ?"); // COLLATE NOCASE column
-    add(!q.trace_id.empty(), 2, " AND trace_id = ?");
+    add(!q.trace_id.empty(), 2, " AND trace_id = ? AND trace_id <> ''");
     add(!q.entity_kind.empty(), 4, " AND entity_kind = ?");
     add(!q.entity_id.empty(), 8, " AND entity_id = ?");
     add(!q.actor_user.empty(), 16, " AND actor_user = ?");
