@@ -102,22 +102,6 @@ std::vector<std::string> split_path(const std::string& path) {
 
 // -- responses ------------------------------------------------------------------
 
-const char* title_for(int status) {
-  switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Internal Server Error";
-  }
-}
-
 void reply(const call_ptr& c, http_response res) {
   for (auto& h : c->extra_headers)
     res.headers.push_back(h);
@@ -130,7 +114,7 @@ void reply_json(const call_ptr& c, int status, std::string body) {
 
 void reply_problem(const call_ptr& c, int status, const std::string& detail,
                    const field_errors& errors = {}) {
-  auto title = errors.empty() ? std::string{title_for(status)}
+  auto title = errors.empty() ? std::string{status_title(status)}
                               : std::string{"One or more validation errors occurred."};
   auto res = problem(status, title, detail, c->req().trace_id, errors);
   if (status == 401)
@@ -144,11 +128,11 @@ void reply_error(const call_ptr& c, const caf::error& err) {
   auto detail = error_detail(err);
   if (detail.empty())
     detail = code == errc::timeout ? "The request did not complete in time."
-                                   : std::string{title_for(status)};
+                                   : std::string{status_title(status)};
   if (status >= 500)
     logger("http")->warn("[R:{}] {} {} -> {}: {}", c->req().request_id, c->req().method,
                          c->ex->route(), status, to_string(code));
-  auto res = problem(status, title_for(status), detail, c->req().trace_id);
+  auto res = problem(status, status_title(status), detail, c->req().trace_id);
   if (status == 503 || status == 429)
     res.headers.emplace_back("Retry-After", "1");
   reply(c, std::move(res));
@@ -461,18 +445,25 @@ void reply_user_error(const call_ptr& c, const caf::error& err, const std::strin
   }
 }
 
-void post_user(bridge_ptr self, const call_ptr& c) {
+/// Parses and validates a user body; replies 400 and returns false when invalid.
+bool parse_user_body(bridge_ptr self, const call_ptr& c, bool creating, user_input& in) {
   auto o = parse_object(c);
   if (!o)
-    return;
-  user_input in;
+    return false;
   field_errors errs;
   read_user_input(c, *o, in, errs);
-  merge(errs, validate(in, true, self->state.env.cfg->node.dev_mode));
+  merge(errs, validate(in, creating, self->state.env.cfg->node.dev_mode));
   if (!errs.empty()) {
     reply_problem(c, 400, "The user is invalid.", errs);
-    return;
+    return false;
   }
+  return true;
+}
+
+void post_user(bridge_ptr self, const call_ptr& c) {
+  user_input in;
+  if (!parse_user_body(self, c, true, in))
+    return;
   self->request(self->state.env.identity, timeout_of(self), user_atom::value,
                 create_atom::value, in, c->ctx())
     .then(
@@ -504,17 +495,9 @@ void get_user(bridge_ptr self, const call_ptr& c) {
 
 void put_user(bridge_ptr self, const call_ptr& c) {
   auto id = c->params[0];
-  auto o = parse_object(c);
-  if (!o)
-    return;
   user_input in;
-  field_errors errs;
-  read_user_input(c, *o, in, errs);
-  merge(errs, validate(in, false, self->state.env.cfg->node.dev_mode));
-  if (!errs.empty()) {
-    reply_problem(c, 400, "The user is invalid.", errs);
+  if (!parse_user_body(self, c, false, in))
     return;
-  }
   self->request(self->state.env.identity, timeout_of(self), user_atom::value,
                 update_atom::value, id, in, c->ctx())
     .then([=](user_record& u) { reply_json(c, 200, to_json(u)); },

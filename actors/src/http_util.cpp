@@ -6,11 +6,7 @@
 
 namespace hotswap {
 
-namespace {
-
-/// Reason phrases of the statuses hotswap produces; other codes get a
-/// generic title by class.
-const char* default_title(int status) {
+const char* status_title(int status) {
   switch (status) {
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -31,6 +27,8 @@ const char* default_title(int status) {
     default: return status >= 500 ? "Server Error" : "Client Error";
   }
 }
+
+namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size())
@@ -62,7 +60,7 @@ std::string http_request::header(std::string_view name) const {
 http_response problem(int status, const std::string& title, const std::string& detail,
                       const std::string& trace_id,
                       const std::map<std::string, std::vector<std::string>>& errors) {
-  const std::string effective_title = title.empty() ? default_title(status) : title;
+  const std::string effective_title = title.empty() ? status_title(status) : title;
   boost::json::object obj;
   obj["type"] = "https://httpstatuses.io/" + std::to_string(status);
   obj["title"] = effective_title;

@@ -247,6 +247,22 @@ void with_valid_tenant(identity_ptr self, const std::string& tenant_id,
       });
 }
 
+/// A duplicate user name gets a message that names it.
+caf::error user_write_error(const caf::error& err, const user_record& u) {
+  if (err == errc::conflict)
+    return caf::make_error(errc::conflict, "The user name '" + u.username + "' is taken.");
+  return err;
+}
+
+/// The first validation error as "field: message" (errc::invalid_argument),
+/// or none.
+caf::error first_invalid(const field_errors& errs) {
+  if (errs.empty())
+    return {};
+  return caf::make_error(errc::invalid_argument,
+                         errs.begin()->first + ": " + errs.begin()->second.front());
+}
+
 std::vector<std::string> canonical_roles(const std::vector<std::string>& in) {
   std::vector<std::string> out;
   for (auto& r : role_names())
@@ -312,10 +328,8 @@ identity_actor::behavior_type identity(identity_ptr self, identity_config cfg, s
     },
     [=](user_atom, create_atom, user_input& in, request_ctx& ctx) {
       auto rp = self->make_response_promise<user_record>();
-      auto errs = validate(in, true, self->state.cfg.dev_mode);
-      if (!errs.empty()) {
-        rp.deliver(caf::make_error(errc::invalid_argument, errs.begin()->first + ": "
-                                                             + errs.begin()->second.front()));
+      if (auto err = first_invalid(validate(in, true, self->state.cfg.dev_mode))) {
+        rp.deliver(err);
         return rp;
       }
       with_valid_tenant(self, in.tenant_id, rp, [=]() mutable {
@@ -336,14 +350,7 @@ identity_actor::behavior_type identity(identity_ptr self, identity_config cfg, s
               auto ev = user_event("UserCreated", u, ctx);
               self->request(self->state.store, timeout, user_atom::value, create_atom::value, u, ev)
                 .then([=](ok_atom) mutable { rp.deliver(u); },
-                      [=](caf::error& err) mutable {
-                        if (err == errc::conflict)
-                          rp.deliver(caf::make_error(errc::conflict, "The user name '"
-                                                                       + u.username
-                                                                       + "' is taken."));
-                        else
-                          rp.deliver(err);
-                      });
+                      [=](caf::error& err) mutable { rp.deliver(user_write_error(err, u)); });
             },
             [=](caf::error& err) mutable { rp.deliver(err); });
       });
@@ -351,10 +358,8 @@ identity_actor::behavior_type identity(identity_ptr self, identity_config cfg, s
     },
     [=](user_atom, update_atom, const std::string& id, user_input& in, request_ctx& ctx) {
       auto rp = self->make_response_promise<user_record>();
-      auto errs = validate(in, false, self->state.cfg.dev_mode);
-      if (!errs.empty()) {
-        rp.deliver(caf::make_error(errc::invalid_argument, errs.begin()->first + ": "
-                                                             + errs.begin()->second.front()));
+      if (auto err = first_invalid(validate(in, false, self->state.cfg.dev_mode))) {
+        rp.deliver(err);
         return rp;
       }
       self->request(self->state.store, timeout, user_atom::value, get_atom::value, id)
@@ -380,14 +385,7 @@ identity_actor::behavior_type identity(identity_ptr self, identity_config cfg, s
                 self->request(self->state.store, timeout, user_atom::value, update_atom::value, u,
                               ev)
                   .then([=](ok_atom) mutable { rp.deliver(u); },
-                        [=](caf::error& err) mutable {
-                          if (err == errc::conflict)
-                            rp.deliver(caf::make_error(errc::conflict, "The user name '"
-                                                                         + u.username
-                                                                         + "' is taken."));
-                          else
-                            rp.deliver(err);
-                        });
+                        [=](caf::error& err) mutable { rp.deliver(user_write_error(err, u)); });
               };
               if (!in.has_password) {
                 write({});

@@ -91,6 +91,9 @@ private:
 
 using http_exchange_ptr = std::shared_ptr<http_exchange>;
 
+/// The reason phrase used as problem title for `status` ("Not Found", ...).
+const char* status_title(int status);
+
 /// Builds an application/problem+json response with the legacy `error` and
 /// `message` fields. `errors` maps field names to messages (validation).
 http_response problem(int status, const std::string& title, const std::string& detail,
