@@ -983,6 +983,11 @@ void loader::cross_checks(const node_config& cfg) {
         fail("http.tls_cert", std::move(*why));
       if (auto why = check_readable_file(key))
         fail("http.tls_key", std::move(*why));
+      // Refuse rather than serve plain HTTP while TLS was asked for.
+      if (!any_bad({"http.tls_cert", "http.tls_key"}))
+        fail("http.tls_cert",
+             "HTTPS termination is not available in this build yet; terminate TLS in front of "
+             "the node (e.g. nginx) and leave http.tls_cert and http.tls_key empty");
     }
   }
 
