@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs both benchmarks of docs/performance.md in one go, each against its raw
+# baseline measured in the same run:
+#   1. GET /api/tenants/{id} on a real hotswapd vs a raw Beast server (http_bench)
+#   2. snapshot writes through the store actor vs a raw libpq upsert (snapshot_bench)
+# Starts a private PostgreSQL (scripts/services.sh) and a node on a free port,
+# stops both at the end. Usage: scripts/bench.sh [build dir]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${1:-${HOTSWAP_BUILD_DIR:-$root/build}}"
+cd "$root"
+source scripts/deps.sh
+hotswap_install_deps >/dev/null
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C "$build" hotswapd http_bench snapshot_bench >/dev/null
+
+if [ -z "${HOTSWAP_TEST_PG_URL:-}" ]; then
+  exec scripts/services.sh run -- "$0" "$build"
+fi
+
+work="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat > "$work/node.toml" <<TOML
+[node]
+id = "bench"
+data_dir = "$work/data"
+[http]
+listen = "127.0.0.1:$port"
+[store]
+url = "sqlite://$work/data/hotswap.db"
+[rate_limits]
+global = 100000000   # the limiter runs on every request but never refuses
+[logging]
+level = "warn"
+TOML
+"$build/tools/hotswapd" --config "$work/node.toml" >"$work/out.log" 2>"$work/err.log" &
+node=$!
+cleanup() { kill -TERM "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+  curl -sf "$base/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+token="$(curl -sf -XPOST "$base/api/v1/authentication/login" -H 'content-type: application/json' \
+  -d '{"username":"admin","password":"Admin123!"}' | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')"
+id="$(curl -sf -XPOST "$base/api/tenants" -H "Authorization: Bearer $token" \
+  -d '{"name":"Bench","subdomain":"bench","tier":"Starter","contactEmail":"ops@bench.io"}' \
+  | python3 -c 'import sys,json; print(json.load(sys.stdin)["tenantId"])')"
+echo "== HTTP: GET /api/tenants/{id} vs raw Beast"
+"$build/bench/http_bench" --url "$base/api/tenants/$id" --header "Authorization: Bearer $token" \
+  --connections 32 --seconds 3 --rounds 3
+echo "== snapshot writes: store actor put (+ audit) vs raw libpq upsert"
+"$build/bench/snapshot_bench" "$HOTSWAP_TEST_PG_URL" 3000 1 4
