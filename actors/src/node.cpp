@@ -45,14 +45,13 @@ void register_types(caf::actor_system_config& cfg) {
 namespace {
 
 struct node_actor_config : caf::actor_system_config {
-  explicit node_actor_config(const config::node_config& cfg) {
+  node_actor_config() {
     register_types(*this);
     // See docs/adr/0002-scheduler.md: a sharing scheduler sized to the
     // machine beats work stealing's poll/sleep cycle on small boxes.
     auto cores = std::max(2u, std::thread::hardware_concurrency());
     set("scheduler.policy", caf::atom("sharing"));
     set("scheduler.max-threads", static_cast<size_t>(cores));
-    (void) cfg;
   }
 };
 
@@ -240,7 +239,7 @@ int run_node(const config::node_config& cfg) {
     return exit_code::config_error;
   }
   auto shared_cfg = std::make_shared<const config::node_config>(cfg);
-  node_actor_config sys_cfg{cfg};
+  node_actor_config sys_cfg;
   caf::actor_system sys{sys_cfg};
   node_metrics metrics;
   auto store = spawn_store_pool(sys, cfg.store.url, cfg.store.pool_size, &metrics);
