@@ -122,16 +122,36 @@ void reply_problem(const call_ptr& c, int status, const std::string& detail,
   reply(c, std::move(res));
 }
 
+/// What a client may read about a server-side failure: internal detail (hosts,
+/// driver messages) stays in the log, keyed by the request id.
+std::string public_detail(errc code, const std::string& detail) {
+  switch (code) {
+    case errc::unavailable:
+    case errc::store_failure:
+      return "A dependency of this node is temporarily unavailable. Retry later.";
+    case errc::fenced:
+    case errc::not_owner:
+      return "The entity moved to another owner while the request ran. Retry.";
+    case errc::timeout:
+      return "The request did not complete in time.";
+    case errc::internal:
+    case errc::config_invalid:
+      return "An internal error occurred.";
+    default:
+      return detail;
+  }
+}
+
 void reply_error(const call_ptr& c, const caf::error& err) {
   auto code = errc_of(err);
   auto status = http_status(code);
   auto detail = error_detail(err);
-  if (detail.empty())
-    detail = code == errc::timeout ? "The request did not complete in time."
-                                   : std::string{status_title(status)};
   if (status >= 500)
-    logger("http")->warn("[R:{}] {} {} -> {}: {}", c->req().request_id, c->req().method,
-                         c->ex->route(), status, to_string(code));
+    logger("http")->warn("[R:{}] {} {} -> {}: {} {}", c->req().request_id, c->req().method,
+                         c->ex->route(), status, to_string(code), detail);
+  detail = public_detail(code, detail);
+  if (detail.empty())
+    detail = status_title(status);
   auto res = problem(status, status_title(status), detail, c->req().trace_id);
   if (status == 503 || status == 429)
     res.headers.emplace_back("Retry-After", "1");
