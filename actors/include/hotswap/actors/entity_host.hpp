@@ -135,12 +135,14 @@ struct entity_host_state {
       w.fail(err);
   }
 
+  // Callbacks capture `this` (the state inside the host actor, which outlives
+  // every request the host makes) explicitly.
   template <class Self>
   void activate(Self* self, const std::string& id, bool must_exist) {
     if (must_exist) {
       self->request(env.store, env.call_timeout, get_atom::value, kind, id)
-        .then([=](const snapshot_record&) { claim(self, id); },
-              [=](const caf::error& err) { fail_waiting<Self>(id, err); });
+        .then([this, self, id](const snapshot_record&) { claim(self, id); },
+              [this, self, id](const caf::error& err) { fail_waiting<Self>(id, err); });
       return;
     }
     claim(self, id);
@@ -150,7 +152,7 @@ struct entity_host_state {
   void claim(Self* self, const std::string& id) {
     self->request(env.registry, env.call_timeout, claim_atom::value, kind, id, env.node_id)
       .then(
-        [=](const claim_outcome& out) {
+        [this, self, id](const claim_outcome& out) {
           if (!out.granted) {
             fail_waiting<Self>(id, caf::make_error(errc::not_owner, kind + " " + id
                                                                      + " is owned by node "
@@ -159,7 +161,7 @@ struct entity_host_state {
           }
           self->request(env.store, env.call_timeout, claim_atom::value, kind, id, env.node_id)
             .then(
-              [=](const claim_result& cr) {
+              [this, self, id](const claim_result& cr) {
                 if (env.metrics)
                   env.metrics->ownership_claims().Increment();
                 auto child = spawn_child(self, id, cr);
@@ -175,12 +177,12 @@ struct entity_host_state {
                 for (auto& w : ws)
                   w.run(child);
               },
-              [=](const caf::error& err) {
+              [this, self, id](const caf::error& err) {
                 caf::anon_send(env.registry, release_atom::value, kind, id, env.node_id);
                 fail_waiting<Self>(id, err);
               });
         },
-        [=](const caf::error& err) { fail_waiting<Self>(id, err); });
+        [this, self, id](const caf::error& err) { fail_waiting<Self>(id, err); });
   }
 
   /// Call from the host's down handler. Returns false when the down message
@@ -201,7 +203,7 @@ struct entity_host_state {
       // Passivated: give up ownership in the store and the registry.
       ++pending_releases;
       self->request(env.store, env.call_timeout, release_atom::value, kind, id, env.node_id, epoch)
-        .then([=](ok_atom) { release_done(); }, [=](const caf::error&) { release_done(); });
+        .then([this](ok_atom) { release_done(); }, [this](const caf::error&) { release_done(); });
       caf::anon_send(env.registry, release_atom::value, kind, id, env.node_id);
     } else if (dm.reason == errc::fenced) {
       // Another node owns it now; the store already has its state.
