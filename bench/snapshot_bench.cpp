@@ -401,9 +401,16 @@ int main(int argc, char** argv) {
     sample raw;
     sample hs;
     sample dir;
+    std::vector<double> round_ratios;
     for (int r = 0; r < rounds; ++r) {
-      raw.add(run_raw(url, n / rounds, conc, body));
-      hs.add(run_hotswap(sys, *pool, n / rounds, conc, body));
+      auto rr = run_raw(url, n / rounds, conc, body);
+      auto rh = run_hotswap(sys, *pool, n / rounds, conc, body);
+      // Per-round ratio: an fsync stall hits one round, not the median.
+      if (rr.seconds > 0 && rh.seconds > 0 && !rr.lat_us.empty())
+        round_ratios.push_back((static_cast<double>(rh.lat_us.size()) / rh.seconds)
+                               / (static_cast<double>(rr.lat_us.size()) / rr.seconds));
+      raw.add(std::move(rr));
+      hs.add(std::move(rh));
       if (direct)
         dir.add(run_direct(url, n / rounds, conc, body));
     }
@@ -417,6 +424,13 @@ int main(int argc, char** argv) {
             summarize(dir.lat_us, dir.seconds, dir.errors));
     double ratio = fraw.writes_per_sec > 0 ? fhs.writes_per_sec / fraw.writes_per_sec : 0;
     std::printf("ratio (concurrency %d): %.2f (target >= 0.80)\n", conc, ratio);
+    if (!round_ratios.empty()) {
+      std::sort(round_ratios.begin(), round_ratios.end());
+      std::printf("median per-round ratio (concurrency %d): %.2f over %zu rounds (min %.2f, "
+                  "max %.2f)\n",
+                  conc, round_ratios[round_ratios.size() / 2], round_ratios.size(),
+                  round_ratios.front(), round_ratios.back());
+    }
     std::fflush(stdout);
     if (fraw.errors > 0 || fhs.errors > 0)
       rc = 1;
