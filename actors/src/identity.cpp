@@ -175,20 +175,27 @@ void finish_login(identity_ptr self, caf::typed_response_promise<login_result> r
   auto& cfg = self->state.cfg;
   auto now = now_millis();
   if (!ok) {
-    auto failed = u.failed_attempts + 1;
-    millis locked_until = u.locked_until;
-    std::string msg = "wrong password";
-    if (static_cast<uint32_t>(failed) >= cfg.lockout_attempts) {
-      locked_until = now + static_cast<millis>(cfg.lockout_minutes) * 60000;
-      failed = 0;
-      msg = "wrong password; account locked for " + std::to_string(cfg.lockout_minutes)
-            + " minutes";
-    }
-    auto ev = auth_event("LoginFailed", "Failure", req, u.id, u.tenant_id, msg);
-    self->request(self->state.store, cfg.call_timeout, user_atom::value, login_atom::value, u.id,
-                  failed, locked_until, ev)
-      .then([=](ok_atom) mutable { rp.deliver(unauthorized()); },
-            [=](caf::error& err) mutable { rp.deliver(err); });
+    // The store counts atomically, so concurrent wrong passwords all count.
+    auto lock_until = now + static_cast<millis>(cfg.lockout_minutes) * 60000;
+    auto ev = auth_event("LoginFailed", "Failure", req, u.id, u.tenant_id, "wrong password");
+    self->request(self->state.store, cfg.call_timeout, user_atom::value, failed_atom::value, u.id,
+                  static_cast<int32_t>(cfg.lockout_attempts), lock_until, ev)
+      .then(
+        [=](millis locked_until) mutable {
+          if (locked_until != lock_until) {
+            rp.deliver(unauthorized());
+            return;
+          }
+          // This failure locked the account: say so in the audit log.
+          auto locked = auth_event("AccountLocked", "Failure", req, u.id, u.tenant_id,
+                                   "account locked for " + std::to_string(cfg.lockout_minutes)
+                                     + " minutes after " + std::to_string(cfg.lockout_attempts)
+                                     + " wrong passwords");
+          self->request(self->state.store, cfg.call_timeout, audit_atom::value, locked)
+            .then([=](int64_t) mutable { rp.deliver(unauthorized()); },
+                  [=](caf::error& err) mutable { rp.deliver(err); });
+        },
+        [=](caf::error& err) mutable { rp.deliver(err); });
     return;
   }
   auto key = current_key(cfg.keys);

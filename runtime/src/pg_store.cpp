@@ -659,6 +659,29 @@ public:
     return caf::unit;
   }
 
+  caf::expected<millis> record_failed_login(const std::string& user_id, int32_t max_attempts,
+                                            millis lock_until, const audit_event& ev) override {
+    // SET expressions read the row as it was: both CASEs see the old count.
+    static const std::string sql
+      = std::string{"WITH u AS (UPDATE users SET "
+                    "failed_attempts = CASE WHEN failed_attempts + 1 >= $2::integer THEN 0 "
+                    "ELSE failed_attempts + 1 END, "
+                    "locked_until = CASE WHEN failed_attempts + 1 >= $2::integer THEN $3::bigint "
+                    "ELSE locked_until END "
+                    "WHERE id = $1::text RETURNING locked_until), "
+                    "a AS (INSERT INTO "}
+        + audit_insert_cols + " SELECT " + audit_values(4) + " FROM u) "
+        + "SELECT locked_until FROM u";
+    params p;
+    p.text(user_id).i64(max_attempts).i64(lock_until).audit(ev);
+    auto r = run("user_login_failed", sql, p, false);
+    if (!r)
+      return std::move(r.error());
+    if (PQntuples(r->get()) == 0)
+      return caf::make_error(errc::not_found, "no user with id '" + user_id + "'");
+    return get_i64(r->get(), 0, 0);
+  }
+
   caf::expected<std::optional<user_record>> user_by_id(const std::string& id) override {
     static const std::string sql = std::string{"SELECT "} + user_cols
                                    + " FROM users WHERE id = $1::text";

@@ -650,6 +650,40 @@ public:
     return caf::unit;
   }
 
+  caf::expected<millis> record_failed_login(const std::string& user_id, int32_t max_attempts,
+                                            millis lock_until, const audit_event& ev) override {
+    auto t = begin("user_login_failed");
+    if (!t)
+      return std::move(t.error());
+    // SET expressions read the row as it was: both CASEs see the old count.
+    auto s = stmt("user_login_failed",
+                  "UPDATE users SET "
+                  "failed_attempts = CASE WHEN failed_attempts + 1 >= ? THEN 0 "
+                  "ELSE failed_attempts + 1 END, "
+                  "locked_until = CASE WHEN failed_attempts + 1 >= ? THEN ? ELSE locked_until END "
+                  "WHERE id = ? RETURNING locked_until");
+    if (!s)
+      return std::move(s.error());
+    millis locked = 0;
+    {
+      bound_stmt b{*s};
+      b.i64(max_attempts).i64(max_attempts).i64(lock_until).text(user_id);
+      auto rc = sqlite3_step(b.get());
+      if (rc == SQLITE_DONE)
+        return caf::make_error(errc::not_found, "no user with id '" + user_id + "'");
+      if (rc != SQLITE_ROW)
+        return fail(rc, "user_login_failed");
+      locked = col_i64(b.get(), 0);
+      if (auto err = step_done(b, "user_login_failed"))
+        return err;
+    }
+    if (auto err = insert_audit(ev))
+      return err;
+    if (auto err = t->commit())
+      return err;
+    return locked;
+  }
+
   caf::expected<std::optional<user_record>> user_by_id(const std::string& id) override {
     static const std::string sql = std::string{"SELECT "} + user_cols
                                    + " FROM users WHERE id = ?";

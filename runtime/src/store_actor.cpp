@@ -215,6 +215,12 @@ store_actor::behavior_type store_worker(worker_ptr self, std::shared_ptr<store> 
       load_guard g{st, self_id};
       return call_ok([&] { return st->db->record_login(id, failed, locked_until, ev); });
     },
+    [st, self_id](user_atom, failed_atom, const std::string& id, int32_t max_attempts,
+                  millis lock_until, const audit_event& ev) {
+      load_guard g{st, self_id};
+      return call<millis>(
+        [&] { return st->db->record_failed_login(id, max_attempts, lock_until, ev); });
+    },
     [st, self_id](user_atom, get_atom, const std::string& id) {
       load_guard g{st, self_id};
       return call<user_record>([&] { return st->db->user_by_id(id); },

@@ -782,6 +782,34 @@ CAF_TEST(record_login stores failed attempts and the lock with an audit event) {
   });
 }
 
+CAF_TEST(wrong passwords from concurrent logins all count and the last one locks) {
+  for_each_backend([](backend& b) {
+    auto s1 = b.open_migrated();
+    auto s2 = b.open_migrated(); // a second connection, as a second store worker
+    MUST_OK(s1->create_user(user("u-1", "alice"), user_event("UserCreated")));
+    auto ev = user_event("LoginFailed");
+    ev.category = "Authentication";
+    ev.result = "Failure";
+    // Four failures through two connections: counted, not locked.
+    for (int i = 0; i < 4; ++i) {
+      auto& s = i % 2 == 0 ? s1 : s2;
+      CAF_CHECK_EQUAL(MUST(s->record_failed_login("u-1", 5, 999000, ev)), 0);
+    }
+    auto u = MUST(s1->user_by_id("u-1"));
+    CAF_REQUIRE(u.has_value());
+    CAF_CHECK_EQUAL(u->failed_attempts, 4);
+    // The fifth locks and resets the counter.
+    CAF_CHECK_EQUAL(MUST(s2->record_failed_login("u-1", 5, 999000, ev)), 999000);
+    u = MUST(s1->user_by_id("u-1"));
+    CAF_CHECK_EQUAL(u->failed_attempts, 0);
+    CAF_CHECK_EQUAL(u->locked_until, 999000);
+    CAF_CHECK_EQUAL(code_of(s1->record_failed_login("u-9", 5, 1, ev)), "not_found");
+    audit_query q;
+    q.category = "Authentication";
+    CAF_CHECK_EQUAL(MUST(s1->query_audit(q)).size(), 5u);
+  });
+}
+
 // -- signing keys -----------------------------------------------------------------
 
 CAF_TEST(ensure_signing_key converges on one current key) {

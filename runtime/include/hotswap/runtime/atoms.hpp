@@ -21,6 +21,7 @@ using user_atom = caf::atom_constant<caf::atom("user")>;
 using create_atom = caf::atom_constant<caf::atom("create")>;
 using update_atom = caf::atom_constant<caf::atom("update")>;
 using login_atom = caf::atom_constant<caf::atom("login")>;
+using failed_atom = caf::atom_constant<caf::atom("failed")>;
 using name_atom = caf::atom_constant<caf::atom("name")>;
 using count_atom = caf::atom_constant<caf::atom("count")>;
 using key_atom = caf::atom_constant<caf::atom("key")>;

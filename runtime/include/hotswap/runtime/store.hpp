@@ -81,6 +81,15 @@ public:
   virtual caf::expected<void> record_login(const std::string& user_id, int32_t failed_attempts,
                                            millis locked_until, const audit_event& ev) = 0;
 
+  /// Records a wrong password atomically (concurrent failures all count):
+  /// increments failed_attempts, and when it reaches `max_attempts` resets it
+  /// and sets locked_until = `lock_until`; writes `ev` in the same
+  /// transaction. Returns the user's locked_until afterwards. errc::not_found
+  /// when absent.
+  virtual caf::expected<millis> record_failed_login(const std::string& user_id,
+                                                    int32_t max_attempts, millis lock_until,
+                                                    const audit_event& ev) = 0;
+
   virtual caf::expected<std::optional<user_record>> user_by_id(const std::string& id) = 0;
   virtual caf::expected<std::optional<user_record>> user_by_name(const std::string& username) = 0;
   virtual caf::expected<std::vector<user_record>> list_users() = 0;

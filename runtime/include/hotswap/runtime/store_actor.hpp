@@ -35,6 +35,8 @@ using store_actor = caf::typed_actor<
   caf::replies_to<user_atom, update_atom, user_record, audit_event>::with<ok_atom>,
   caf::replies_to<user_atom, delete_atom, std::string, audit_event>::with<ok_atom>,
   caf::replies_to<user_atom, login_atom, std::string, int32_t, millis, audit_event>::with<ok_atom>,
+  // a wrong password: (user id, max attempts, lock until, event) -> locked_until afterwards
+  caf::replies_to<user_atom, failed_atom, std::string, int32_t, millis, audit_event>::with<millis>,
   // errc::not_found when absent
   caf::replies_to<user_atom, get_atom, std::string>::with<user_record>,
   caf::replies_to<user_atom, name_atom, std::string>::with<user_record>,
