@@ -78,6 +78,18 @@ struct bridge_state {
   /// Tenant actors for reads, like the cluster router's owner cache: a send
   /// to an actor that has stopped fails and the entry is dropped.
   std::unordered_map<std::string, tenant_actor> tenant_cache;
+  /// The current state of token holders (exists, active, roles, tenant),
+  /// re-read from the store at most every user_check_interval: a deleted,
+  /// deactivated or demoted user loses access within that interval, on every
+  /// node, instead of when the token expires.
+  struct user_state {
+    bool exists = false;
+    bool active = false;
+    std::vector<std::string> roles;
+    std::string tenant_id;
+    std::chrono::steady_clock::time_point fetched;
+  };
+  std::unordered_map<std::string, user_state> users;
   /// Calls in arrival order (so deadlines are ordered) for the deadline sweep.
   std::deque<std::weak_ptr<call>> in_flight;
   std::chrono::milliseconds request_timeout{15000};
@@ -946,6 +958,62 @@ caf::expected<jwt::claims> verify_token(bridge_ptr self, const std::string& toke
   return claims;
 }
 
+constexpr auto user_check_interval = std::chrono::seconds(5);
+
+void remember_user(bridge_ptr self, const std::string& id, bridge_state::user_state us) {
+  auto& users = self->state.users;
+  if (users.size() >= cache_limit)
+    users.clear();
+  users[id] = std::move(us);
+}
+
+/// Takes roles and tenant from the user's current record (not the token);
+/// returns a 401 reason when the user is gone or inactive.
+std::string apply_user_state(const call_ptr& c, const bridge_state::user_state& us) {
+  if (!us.exists || !us.active)
+    return "The user of this token no longer exists or is inactive.";
+  c->who.roles = us.roles;
+  c->who.rank = role_rank(us.roles);
+  c->who.tenant_id = us.tenant_id;
+  return {};
+}
+
+/// Rate limits, authentication outcome, RBAC, then the route's handler.
+void dispatch(bridge_ptr self, const call_ptr& c, const route* found,
+              const std::string& auth_failure) {
+  auto& st = self->state;
+  auto& rl = st.env.cfg->rate_limits;
+  if (!found->ops && rl.enabled && st.env.limiter) {
+    auto key = c->who.authenticated ? "user:" + c->who.user_id : "addr:" + c->client_ip;
+    auto d = st.env.limiter->take("global", key, rl.global);
+    if (d.allowed && !found->rate_category.empty())
+      d = st.env.limiter->take(found->rate_category, key,
+                               category_limit(rl, found->rate_category));
+    rate_headers(c, d);
+    if (!d.allowed) {
+      c->extra_headers.emplace_back("Retry-After", std::to_string(d.retry_after));
+      reply_problem(c, 429, "Rate limit exceeded. Try again in " + std::to_string(d.retry_after)
+                              + " s.");
+      return;
+    }
+  }
+  if (!auth_failure.empty()) {
+    reply_problem(c, 401, auth_failure);
+    return;
+  }
+  if (found->auth && c->who.rank < found->min_rank) {
+    reply_problem(c, 403, "Your role does not allow this operation.");
+    return;
+  }
+  if (found->platform_only && !c->who.tenant_id.empty()) {
+    reply_problem(c, 403, "Only platform users (without a tenant) may do this.");
+    return;
+  }
+  found->fn(self, c);
+  if (!c->ex->responded())
+    st.in_flight.push_back(c);
+}
+
 void handle(bridge_ptr self, http_exchange_ptr ex) {
   auto& st = self->state;
   auto c = std::make_shared<call>();
@@ -1001,36 +1069,36 @@ void handle(bridge_ptr self, http_exchange_ptr ex) {
       auth_failure = "Authentication is required (Authorization: Bearer <token>).";
     }
   }
-  auto& rl = st.env.cfg->rate_limits;
-  if (!found->ops && rl.enabled && st.env.limiter) {
-    auto key = c->who.authenticated ? "user:" + c->who.user_id : "addr:" + c->client_ip;
-    auto d = st.env.limiter->take("global", key, rl.global);
-    if (d.allowed && !found->rate_category.empty())
-      d = st.env.limiter->take(found->rate_category, key,
-                               category_limit(rl, found->rate_category));
-    rate_headers(c, d);
-    if (!d.allowed) {
-      c->extra_headers.emplace_back("Retry-After", std::to_string(d.retry_after));
-      reply_problem(c, 429, "Rate limit exceeded. Try again in " + std::to_string(d.retry_after)
-                              + " s.");
-      return;
-    }
-  }
-  if (!auth_failure.empty()) {
-    reply_problem(c, 401, auth_failure);
+  if (!c->who.authenticated) {
+    dispatch(self, c, found, auth_failure);
     return;
   }
-  if (found->auth && c->who.rank < found->min_rank) {
-    reply_problem(c, 403, "Your role does not allow this operation.");
+  auto now = std::chrono::steady_clock::now();
+  if (auto i = st.users.find(c->who.user_id);
+      i != st.users.end() && now - i->second.fetched < user_check_interval) {
+    dispatch(self, c, found, apply_user_state(c, i->second));
     return;
   }
-  if (found->platform_only && !c->who.tenant_id.empty()) {
-    reply_problem(c, 403, "Only platform users (without a tenant) may do this.");
-    return;
-  }
-  found->fn(self, c);
-  if (!ex->responded())
-    st.in_flight.push_back(c);
+  auto user_id = c->who.user_id;
+  self->request(st.env.store, caf::infinite, user_atom::value, get_atom::value, user_id)
+    .then(
+      [=](user_record& u) {
+        bridge_state::user_state us{true, u.active, u.roles, u.tenant_id,
+                                    std::chrono::steady_clock::now()};
+        remember_user(self, user_id, us);
+        dispatch(self, c, found, apply_user_state(c, us));
+      },
+      [=](caf::error& err) {
+        if (err != errc::not_found) {
+          reply_error(c, err);
+          return;
+        }
+        bridge_state::user_state gone;
+        gone.fetched = std::chrono::steady_clock::now();
+        remember_user(self, user_id, gone);
+        dispatch(self, c, found, apply_user_state(c, gone));
+      });
+  st.in_flight.push_back(c);
 }
 
 /// Answers 504 to every call past its deadline; forgets answered calls.
