@@ -105,16 +105,6 @@ std::optional<std::string> trace_id_of(std::string_view tp) {
 
 // -- target parsing ------------------------------------------------------------
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /// Percent-decodes `in`; `+` becomes a space in query components. Rejects
 /// broken escapes and NUL bytes.
 bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
@@ -125,8 +115,8 @@ bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
     if (c == '%') {
       if (i + 2 >= in.size())
         return false;
-      int hi = hex_value(in[i + 1]);
-      int lo = hex_value(in[i + 2]);
+      int hi = crypto::hex_digit(in[i + 1]);
+      int lo = crypto::hex_digit(in[i + 2]);
       if (hi < 0 || lo < 0)
         return false;
       c = static_cast<char>(hi * 16 + lo);

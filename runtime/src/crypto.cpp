@@ -209,6 +209,31 @@ std::string hex_encode(std::string_view bytes) {
   return out;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+caf::expected<std::string> hex_decode(std::string_view text) {
+  if (text.size() % 2 != 0)
+    return caf::make_error(errc::invalid_argument, "hex: odd length");
+  std::string out;
+  out.reserve(text.size() / 2);
+  for (size_t i = 0; i < text.size(); i += 2) {
+    auto hi = hex_digit(text[i]);
+    auto lo = hex_digit(text[i + 1]);
+    if (hi < 0 || lo < 0)
+      return caf::make_error(errc::invalid_argument, "hex: not a hex digit");
+    out.push_back(static_cast<char>((hi << 4) | lo));
+  }
+  return out;
+}
+
 std::string sha256(std::string_view bytes) {
   std::string out(EVP_MAX_MD_SIZE, '\0');
   unsigned int len = 0;
@@ -305,24 +330,21 @@ bool verify_password(std::string_view password, std::string_view encoded) {
 namespace hotswap::crypto {
 
 std::string id_hex(size_t bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
   thread_local std::mt19937_64 gen = [] {
     auto seed = random_bytes(sizeof(uint64_t) * 4);
     std::seed_seq seq(seed.begin(), seed.end());
     return std::mt19937_64{seq};
   }();
-  std::string out;
-  out.reserve(bytes * 2);
+  std::string raw;
+  raw.reserve(bytes);
   uint64_t word = 0;
   for (size_t i = 0; i < bytes; ++i) {
     if (i % 8 == 0)
       word = gen();
-    auto b = static_cast<unsigned>(word & 0xff);
+    raw.push_back(static_cast<char>(word & 0xff));
     word >>= 8;
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 0x0f]);
   }
-  return out;
+  return hex_encode(raw);
 }
 
 } // namespace hotswap::crypto

@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "hotswap/runtime/crypto.hpp"
+
 #include "store_impl.hpp"
 
 namespace hotswap::detail {
@@ -728,7 +730,11 @@ public:
     for (int i = 0; i < rows; ++i) {
       signing_key k;
       k.kid = get_text(r->get(), i, 0);
-      k.secret = hex_decode(get_text(r->get(), i, 1));
+      auto secret = crypto::hex_decode(get_text(r->get(), i, 1));
+      if (!secret)
+        return caf::make_error(errc::store_failure, "signing key " + k.kid + ": "
+                                                      + error_detail(secret.error()));
+      k.secret = std::move(*secret);
       k.created_at = get_i64(r->get(), i, 2);
       k.retired_at = get_i64(r->get(), i, 3);
       out.push_back(std::move(k));
@@ -741,7 +747,7 @@ public:
     // current key: a concurrent insert waits for the other transaction and
     // then does nothing. Safe to retry, hence idempotent.
     params p;
-    p.text(k.kid).text(hex_encode(k.secret)).i64(k.created_at != 0 ? k.created_at : now_millis());
+    p.text(k.kid).text(crypto::hex_encode(k.secret)).i64(k.created_at != 0 ? k.created_at : now_millis());
     auto r = run("keys_ensure",
                  "INSERT INTO signing_keys (kid, secret, created_at, retired_at) "
                  "SELECT $1::text, decode($2::text, 'hex'), $3::bigint, 0 WHERE NOT EXISTS "

@@ -67,46 +67,6 @@ std::string ascii_lower(std::string s) {
   return s;
 }
 
-std::string hex_encode(const std::string& bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 0x0f]);
-  }
-  return out;
-}
-
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-} // namespace
-
-std::string hex_decode(const std::string& hex) {
-  if (hex.size() % 2 != 0)
-    return {};
-  std::string out;
-  out.reserve(hex.size() / 2);
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    auto hi = hex_value(hex[i]);
-    auto lo = hex_value(hex[i + 1]);
-    if (hi < 0 || lo < 0)
-      return {};
-    out.push_back(static_cast<char>((hi << 4) | lo));
-  }
-  return out;
-}
-
 std::string fenced_message(const std::string& kind, const std::string& id, int64_t stored,
                            int64_t attempted) {
   return "write to " + kind + "/" + id + " fenced: stored epoch " + std::to_string(stored)

@@ -32,11 +32,6 @@ std::vector<std::string> roles_from_json(const std::string& text);
 /// Lower-cases ASCII letters (user names are compared case-insensitively).
 std::string ascii_lower(std::string s);
 
-/// Lower-case hex encoding of raw bytes, and its inverse (invalid input
-/// decodes to an empty string).
-std::string hex_encode(const std::string& bytes);
-std::string hex_decode(const std::string& hex);
-
 /// Clamps audit paging: page_size into 1..100, page_number >= 1.
 inline void audit_paging(int32_t page_number, int32_t page_size, int64_t& limit,
                          int64_t& offset) {

@@ -31,6 +31,13 @@ std::string base64url_encode(std::string_view bytes); ///< no padding
 caf::expected<std::string> base64url_decode(std::string_view text);
 std::string hex_encode(std::string_view bytes);
 
+/// The value of one hex digit (either case), or -1.
+int hex_digit(char c);
+
+/// Decodes hex (either case); errc::invalid_argument for odd length or a
+/// non-hex character.
+caf::expected<std::string> hex_decode(std::string_view text);
+
 std::string sha256(std::string_view bytes);                         ///< raw 32 bytes
 std::string hmac_sha256(std::string_view key, std::string_view data); ///< raw 32 bytes
 
