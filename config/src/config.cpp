@@ -18,6 +18,10 @@
 // auth.trusted_module_keys) are kept as written: they are relative to the
 // working directory of the process, and the file checks below resolve them
 // the same way.
+//
+// [modules.<name>] tables are free-form for the module: their `settings`
+// table is not validated key by key but stored as JSON text. They have no
+// environment overrides (HOTSWAP_MODULES_* is not a config variable).
 
 #include "hotswap/config/config.hpp"
 
@@ -35,6 +39,7 @@
 #include <functional>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <string_view>
 #include <utility>
 
@@ -117,8 +122,11 @@ namespace {
 // -- small helpers ------------------------------------------------------------
 
 const std::vector<std::string> section_names{
-  "node",     "http",        "store",  "cluster",  "auth",     "environments",
-  "deployments", "rate_limits", "events", "messages", "entities", "logging"};
+  "node",   "http",     "store",    "cluster", "auth",    "environments", "deployments",
+  "rate_limits", "events", "messages", "entities", "worker", "modules", "logging"};
+
+/// Sections whose keys have no HOTSWAP_<SECTION>_<KEY> variables.
+const std::set<std::string> sections_without_env{"modules"};
 
 std::string upper(std::string_view s) {
   std::string out(s);
@@ -273,7 +281,8 @@ std::optional<std::string> check_listen(const std::string& s) {
 
 /// Empty when `path` names a readable regular file, else the reason.
 std::optional<std::string> check_readable_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return quoted(path) + ": cannot open: " + std::strerror(errno);
   struct stat st {};
@@ -473,6 +482,8 @@ private:
   void read_events(section_reader& r, events_section& s);
   void read_messages(section_reader& r, messages_section& s);
   void read_entities(section_reader& r, entities_section& s);
+  void read_worker(section_reader& r, worker_section& s);
+  void read_modules(const toml::table* t, std::map<std::string, module_section>& out);
   void read_logging(section_reader& r, logging_section& s);
   void cross_checks(const node_config& cfg);
 
@@ -881,6 +892,80 @@ void loader::read_entities(section_reader& r, entities_section& s) {
   r.read_int("restart_period_seconds", s.restart_period_seconds, 1);
 }
 
+void loader::read_worker(section_reader& r, worker_section& s) {
+  r.read_int("instances_per_version", s.instances_per_version, 1, 64);
+  r.read_int("drain_timeout_ms", s.drain_timeout_ms, 100, 600000);
+  r.read_int("metrics_window_seconds", s.metrics_window_seconds, 1, 3600);
+  r.read_int("sample_interval_ms", s.sample_interval_ms, 100, 3600000);
+  r.read_int("sample_retention", s.sample_retention, 1, 1000000);
+}
+
+/// Empty when `name` is a valid module name (^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$).
+std::optional<std::string> check_module_name(std::string_view name) {
+  const std::string rule = " (module names match ^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$)";
+  if (name.size() < 3 || name.size() > 64)
+    return "invalid module name: must be 3 to 64 characters long, got "
+           + std::to_string(name.size()) + rule;
+  for (size_t i = 0; i < name.size(); ++i) {
+    auto c = static_cast<unsigned char>(name[i]);
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')
+      continue;
+    std::string why = "invalid module name: character " + std::to_string(i + 1) + " (";
+    if (c >= 0x20 && c < 0x7f)
+      why += quoted(std::string(1, static_cast<char>(c)));
+    else
+      why += "byte " + std::to_string(c);
+    why += ") is not allowed, only a-z, 0-9 and \"-\"";
+    if (c >= 'A' && c <= 'Z')
+      why += " (names are lower case)";
+    return why + rule;
+  }
+  if (name.front() == '-' || name.back() == '-')
+    return "invalid module name: must start and end with a letter or digit, not \"-\"" + rule;
+  return std::nullopt;
+}
+
+/// A table as JSON text, as compact as toml++'s json_formatter allows (no
+/// indentation, no spaces around ':'; it always breaks lines). Dates and
+/// times become strings, inf and nan the strings "Infinity", "-Infinity" and
+/// "NaN"; integers are decimal whatever base the file used.
+std::string to_json(const toml::table& t) {
+  std::ostringstream out;
+  out << toml::json_formatter(t, toml::format_flags::quote_dates_and_times
+                                   | toml::format_flags::quote_infinities_and_nans
+                                   | toml::format_flags::allow_unicode_strings
+                                   | toml::format_flags::terse_key_value_pairs);
+  return out.str();
+}
+
+void loader::read_modules(const toml::table* t, std::map<std::string, module_section>& out) {
+  if (t == nullptr)
+    return;
+  std::map<std::string, module_section> result;
+  for (const auto& [name, node] : *t) {
+    auto module_path = join_path("modules", name.str());
+    if (auto why = check_module_name(name.str())) {
+      fail(module_path, std::move(*why));
+      continue;
+    }
+    auto* mt = node.as_table();
+    if (mt == nullptr) {
+      fail(module_path, "expected a table, got " + type_name(node));
+      continue;
+    }
+    module_section module;
+    section_reader mr(*this, mt, module_path);
+    if (auto* settings = mr.sub_table("settings"))
+      module.settings_json = to_json(*settings);
+    else if (mt->get("settings") == nullptr)
+      fail(join_path(module_path, "settings"),
+           "missing: a module table must have a settings table (write settings = {} for none)");
+    mr.finish();
+    result[std::string(name.str())] = std::move(module);
+  }
+  out = std::move(result);
+}
+
 void loader::read_logging(section_reader& r, logging_section& s) {
   r.read_string("level", s.level, one_of_check({"trace", "debug", "info", "warn", "error"}));
   r.read_bool("json", s.json);
@@ -888,11 +973,12 @@ void loader::read_logging(section_reader& r, logging_section& s) {
 
 void loader::read_all(const toml::table& root, node_config& cfg) {
   std::set<std::string> known(section_names.begin(), section_names.end());
+  std::string expected;
+  for (const auto& name : section_names)
+    expected += (expected.empty() ? "" : ", ") + name;
   for (const auto& [k, v] : root)
     if (known.count(std::string(k.str())) == 0)
-      fail(path_key(k.str()), "unknown section (expected one of node, http, store, cluster, "
-                              "auth, environments, deployments, rate_limits, events, "
-                              "messages, entities, logging)");
+      fail(path_key(k.str()), "unknown section (expected one of " + expected + ")");
 
   // Returns the section table, or nullptr when absent or not a table.
   auto section = [&](const std::string& name) -> const toml::table* {
@@ -953,6 +1039,8 @@ void loader::read_all(const toml::table& root, node_config& cfg) {
   run("events", &loader::read_events, cfg.events);
   run("messages", &loader::read_messages, cfg.messages);
   run("entities", &loader::read_entities, cfg.entities);
+  run("worker", &loader::read_worker, cfg.worker);
+  read_modules(section("modules"), cfg.modules);
   run("logging", &loader::read_logging, cfg.logging);
 
   if (!schema_mode)
@@ -1049,7 +1137,10 @@ void loader::apply_env(toml::table& root, const std::vector<std::string>& env) {
           secret_vars.insert(v->get());
 
   // Sections by prefix, longest first (RATE_LIMITS holds an underscore).
-  std::vector<std::string> sections = section_names;
+  std::vector<std::string> sections;
+  for (const auto& s : section_names)
+    if (sections_without_env.count(s) == 0)
+      sections.push_back(s);
   std::sort(sections.begin(), sections.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
 

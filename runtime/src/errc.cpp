@@ -22,6 +22,7 @@ std::string to_string(errc x) {
     case errc::timeout: return "timeout";
     case errc::internal: return "internal";
     case errc::not_owner: return "not_owner";
+    case errc::module_failure: return "module_failure";
   }
   return "unknown";
 }
@@ -38,6 +39,7 @@ int http_status(errc x) {
     case errc::rate_limited: return 429;
     case errc::fenced: return 503;
     case errc::not_owner: return 503;
+    case errc::module_failure: return 502;
     case errc::unavailable: return 503;
     case errc::timeout: return 504;
     case errc::store_failure: return 503;

@@ -23,37 +23,52 @@ std::string status_class(int status) {
 
 // Process metrics read from /proc/self (no global state).
 void append_process_metrics(std::string& out) {
+  auto ps = read_process_stats();
+  if (!ps.ok)
+    return;
+  std::ostringstream os;
+  os << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+     << "# TYPE process_cpu_seconds_total counter\n"
+     << "process_cpu_seconds_total " << ps.cpu_seconds << "\n"
+     << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+     << "# TYPE process_resident_memory_bytes gauge\n"
+     << "process_resident_memory_bytes " << ps.rss_bytes << "\n";
+  out += os.str();
+}
+
+} // namespace
+
+process_stats read_process_stats() {
+  process_stats out;
   std::ifstream stat("/proc/self/stat");
   std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
   auto rp = content.rfind(')');
-  if (rp == std::string::npos)
-    return;
+  if (rp == std::string::npos || rp + 2 > content.size())
+    return out;
   std::istringstream in(content.substr(rp + 2));
   std::string field;
   // Fields after ')' start at field 3 (state). utime = 14, stime = 15,
   // starttime = 22, rss = 24.
   unsigned long long utime = 0, stime = 0, rss = 0;
-  for (int i = 3; i <= 24 && in >> field; ++i) {
-    if (i == 14)
-      utime = std::stoull(field);
-    else if (i == 15)
-      stime = std::stoull(field);
-    else if (i == 24)
-      rss = std::stoull(field);
+  try {
+    for (int i = 3; i <= 24 && in >> field; ++i) {
+      if (i == 14)
+        utime = std::stoull(field);
+      else if (i == 15)
+        stime = std::stoull(field);
+      else if (i == 24)
+        rss = std::stoull(field);
+    }
+  } catch (const std::exception&) {
+    return out;
   }
   auto ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   auto page = static_cast<double>(sysconf(_SC_PAGESIZE));
-  std::ostringstream os;
-  os << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
-     << "# TYPE process_cpu_seconds_total counter\n"
-     << "process_cpu_seconds_total " << (utime + stime) / ticks << "\n"
-     << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-     << "# TYPE process_resident_memory_bytes gauge\n"
-     << "process_resident_memory_bytes " << static_cast<double>(rss) * page << "\n";
-  out += os.str();
+  out.cpu_seconds = static_cast<double>(utime + stime) / ticks;
+  out.rss_bytes = static_cast<double>(rss) * page;
+  out.ok = true;
+  return out;
 }
-
-} // namespace
 
 node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   http_requests_ = &prometheus::BuildCounter()
@@ -87,6 +102,42 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
                       .Help("Snapshot writes rejected because a newer owner holds the entity")
                       .Register(*registry_)
                       .Add({});
+  module_invocations_ = &prometheus::BuildCounter()
+                           .Name("hotswap_module_invocations_total")
+                           .Help("Module invocations by module, version and outcome")
+                           .Register(*registry_);
+  module_seconds_ = &prometheus::BuildHistogram()
+                       .Name("hotswap_module_invocation_seconds")
+                       .Help("Module invocation latency through the worker by module and version")
+                       .Register(*registry_);
+  module_uploads_ = &prometheus::BuildCounter()
+                       .Name("hotswap_module_uploads_total")
+                       .Help("Module uploads by outcome")
+                       .Register(*registry_);
+  module_libraries_ = &prometheus::BuildGauge()
+                         .Name("hotswap_module_libraries_loaded")
+                         .Help("Module libraries currently loaded on this node")
+                         .Register(*registry_)
+                         .Add({});
+  module_events_ = &prometheus::BuildCounter()
+                      .Name("hotswap_module_events_total")
+                      .Help("Events published by modules")
+                      .Register(*registry_)
+                      .Add({});
+}
+
+module_series node_metrics::module_series_for(const std::string& module,
+                                              const std::string& version) {
+  module_series s;
+  s.ok = &module_invocations_->Add({{"module", module}, {"version", version}, {"outcome", "ok"}});
+  s.error = &module_invocations_->Add(
+    {{"module", module}, {"version", version}, {"outcome", "error"}});
+  s.seconds = &module_seconds_->Add({{"module", module}, {"version", version}}, latency_buckets());
+  return s;
+}
+
+prometheus::Counter& node_metrics::module_uploads(const std::string& outcome) {
+  return module_uploads_->Add({{"outcome", outcome}});
 }
 
 std::string node_metrics::render() const {

@@ -16,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -104,6 +105,29 @@ CREATE TABLE signing_keys (
 CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (retired_at)
   WHERE retired_at = 0;
 )sql"},
+  // Module artifacts: one row per (name, version), metadata and bytes
+  // together (bytea is TOASTed out of line, so reading the metadata never
+  // reads the bytes). Versions are immutable: rows are never updated. name
+  // and version sort bytewise (COLLATE "C") as in SQLite.
+  {2, R"sql(
+CREATE TABLE modules (
+  name          text    COLLATE "C" NOT NULL,
+  version       text    COLLATE "C" NOT NULL,
+  digest        text    NOT NULL,
+  size          bigint  NOT NULL DEFAULT 0,
+  signature     text    NOT NULL DEFAULT '',
+  is_signed     boolean NOT NULL DEFAULT false,
+  signer_key_id text    NOT NULL DEFAULT '',
+  description   text    NOT NULL DEFAULT '',
+  abi_token     text    NOT NULL DEFAULT '',
+  tenant_id     text    NOT NULL DEFAULT '',
+  uploaded_by   text    NOT NULL DEFAULT '',
+  uploaded_at   bigint  NOT NULL DEFAULT 0,
+  bytes         bytea   NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE INDEX modules_name_uploaded ON modules (name, uploaded_at, version);
+)sql"},
 };
 
 /// Serializes migrations of concurrent nodes (pg_advisory_xact_lock key).
@@ -120,6 +144,10 @@ constexpr const char* audit_cols
 constexpr const char* user_cols
   = "id, username, email, full_name, password_hash, roles, tenant_id, "
     "CASE WHEN active THEN 1 ELSE 0 END, failed_attempts, locked_until, created_at, updated_at";
+
+constexpr const char* module_cols
+  = "name, version, digest, size, signature, CASE WHEN is_signed THEN 1 ELSE 0 END, "
+    "signer_key_id, description, abi_token, tenant_id, uploaded_by, uploaded_at";
 
 constexpr const char* audit_insert_cols
   = "audit_events (at, category, action, result, entity_kind, entity_id, tenant_id, "
@@ -160,6 +188,16 @@ public:
     return *this;
   }
 
+  /// A binary-format parameter (bytea: the raw bytes, any value, no
+  /// escaping). `x` is not copied: it must outlive the call that sends it.
+  params& binary(const std::string& x) {
+    if (binary_.empty())
+      binary_.resize(values_.size(), nullptr);
+    values_.emplace_back(std::nullopt);
+    binary_.push_back(&x);
+    return *this;
+  }
+
   params& audit(const audit_event& ev) {
     i64(ev.at == 0 ? now_millis() : ev.at);
     text(ev.category).text(ev.action).text(ev.result).text(ev.entity_kind).text(ev.entity_id);
@@ -175,13 +213,40 @@ public:
   std::vector<const char*> pointers() const {
     std::vector<const char*> out;
     out.reserve(values_.size());
-    for (auto& v : values_)
-      out.push_back(v ? v->c_str() : nullptr);
+    for (size_t i = 0; i < values_.size(); ++i) {
+      auto bin = i < binary_.size() ? binary_[i] : nullptr;
+      auto& v = values_[i];
+      out.push_back(bin != nullptr ? bin->data() : (v ? v->c_str() : nullptr));
+    }
+    return out;
+  }
+
+  /// True when some parameter is binary (lengths() and formats() matter).
+  bool has_binary() const {
+    return !binary_.empty();
+  }
+
+  /// Parameter lengths (only read by libpq for binary parameters).
+  std::vector<int> lengths() const {
+    std::vector<int> out(values_.size(), 0);
+    for (size_t i = 0; i < binary_.size(); ++i)
+      if (binary_[i] != nullptr)
+        out[i] = static_cast<int>(binary_[i]->size());
+    return out;
+  }
+
+  /// Parameter formats: 0 = text, 1 = binary.
+  std::vector<int> formats() const {
+    std::vector<int> out(values_.size(), 0);
+    for (size_t i = 0; i < binary_.size(); ++i)
+      if (binary_[i] != nullptr)
+        out[i] = 1;
     return out;
   }
 
 private:
   std::vector<std::optional<std::string>> values_;
+  std::vector<const std::string*> binary_; ///< empty, or one entry per value (null = text)
 };
 
 struct result_deleter {
@@ -259,6 +324,44 @@ user_record read_user(const PGresult* r, int row) {
   u.created_at = get_i64(r, row, 10);
   u.updated_at = get_i64(r, row, 11);
   return u;
+}
+
+module_record read_module(const PGresult* r, int row, int first = 0) {
+  module_record m;
+  m.name = get_text(r, row, first + 0);
+  m.version = get_text(r, row, first + 1);
+  m.digest = get_text(r, row, first + 2);
+  m.size = get_i64(r, row, first + 3);
+  m.signature = get_text(r, row, first + 4);
+  m.is_signed = get_i64(r, row, first + 5) != 0;
+  m.signer_key_id = get_text(r, row, first + 6);
+  m.description = get_text(r, row, first + 7);
+  m.abi_token = get_text(r, row, first + 8);
+  m.tenant_id = get_text(r, row, first + 9);
+  m.uploaded_by = get_text(r, row, first + 10);
+  m.uploaded_at = get_i64(r, row, first + 11);
+  return m;
+}
+
+// The audit entity id of a module version (when the caller left it empty).
+std::string module_entity_id(const std::string& name, const std::string& version) {
+  return name + "@" + version;
+}
+
+std::string module_conflict_message(const module_record& stored) {
+  return "module " + stored.name + " " + stored.version + " already exists with digest "
+         + stored.digest + " (versions are immutable)";
+}
+
+audit_event with_module(const audit_event& ev, const module_record& m) {
+  auto e = ev;
+  if (e.entity_kind.empty())
+    e.entity_kind = "module";
+  if (e.entity_id.empty())
+    e.entity_id = module_entity_id(m.name, m.version);
+  if (e.tenant_id.empty())
+    e.tenant_id = m.tenant_id;
+  return e;
 }
 
 audit_event with_entity(const audit_event& ev, const snapshot_record& snap) {
@@ -716,6 +819,102 @@ public:
     return get_i64(r->get(), 0, 0);
   }
 
+  // -- module artifacts -----------------------------------------------------
+
+  caf::expected<module_put_result> put_module(const module_record& m, const std::string& bytes,
+                                              const audit_event& ev) override {
+    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+      return caf::make_error(errc::payload_too_large,
+                             "module " + m.name + " " + m.version + ": "
+                               + std::to_string(bytes.size()) + " bytes exceed what libpq sends");
+    // One statement: the row and its audit event, or nothing when (name,
+    // version) exists. A concurrent put of the same version waits for the
+    // other transaction and then does nothing; the read below (a new
+    // statement, hence a new snapshot) sees its row.
+    static const std::string sql
+      = std::string{"WITH m AS (INSERT INTO modules (name, version, digest, size, signature, "
+                    "is_signed, signer_key_id, description, abi_token, tenant_id, uploaded_by, "
+                    "uploaded_at, bytes) VALUES ($1::text, $2::text, $3::text, $4::bigint, "
+                    "$5::text, $6::boolean, $7::text, $8::text, $9::text, $10::text, $11::text, "
+                    "$12::bigint, $13::bytea) ON CONFLICT (name, version) DO NOTHING RETURNING "}
+        + module_cols + "), a AS (INSERT INTO " + audit_insert_cols + " SELECT "
+        + audit_values(14) + " FROM m) SELECT * FROM m";
+    module_record rec = m;
+    rec.size = static_cast<int64_t>(bytes.size());
+    if (rec.uploaded_at == 0)
+      rec.uploaded_at = now_millis();
+    params p;
+    p.text(rec.name).text(rec.version).text(rec.digest).i64(rec.size).text(rec.signature);
+    p.boolean(rec.is_signed).text(rec.signer_key_id).text(rec.description).text(rec.abi_token);
+    p.text(rec.tenant_id).text(rec.uploaded_by).i64(rec.uploaded_at).binary(bytes);
+    p.audit(with_module(ev, rec));
+    auto r = run("module_put", sql, p, false);
+    if (!r)
+      return std::move(r.error());
+    if (PQntuples(r->get()) == 1)
+      return module_put_result{read_module(r->get(), 0), true};
+    auto stored = get_module(m.name, m.version);
+    if (!stored)
+      return std::move(stored.error());
+    if (!*stored)
+      return caf::make_error(errc::unavailable, "module " + m.name + " " + m.version
+                                                  + ": insert raced with a concurrent change; "
+                                                    "retry");
+    if ((*stored)->digest != m.digest)
+      return caf::make_error(errc::conflict, module_conflict_message(**stored));
+    return module_put_result{std::move(**stored), false};
+  }
+
+  caf::expected<std::optional<module_record>> get_module(const std::string& name,
+                                                         const std::string& version) override {
+    static const std::string sql = std::string{"SELECT "} + module_cols
+                                   + " FROM modules WHERE name = $1::text AND version = $2::text";
+    params p;
+    p.text(name).text(version);
+    auto r = run("module_get", sql, p, true);
+    if (!r)
+      return std::move(r.error());
+    if (PQntuples(r->get()) == 0)
+      return std::optional<module_record>{};
+    return std::optional<module_record>{read_module(r->get(), 0)};
+  }
+
+  caf::expected<std::optional<std::string>> module_bytes(const std::string& name,
+                                                         const std::string& version) override {
+    // Binary result format: the raw bytes, no hex to decode (up to 64 MiB).
+    params p;
+    p.text(name).text(version);
+    auto r = run("module_bytes",
+                 "SELECT bytes FROM modules WHERE name = $1::text AND version = $2::text", p,
+                 true, 1);
+    if (!r)
+      return std::move(r.error());
+    if (PQntuples(r->get()) == 0)
+      return std::optional<std::string>{};
+    return std::optional<std::string>{get_text(r->get(), 0, 0)};
+  }
+
+  caf::expected<std::vector<module_record>> list_modules(const std::string& name) override {
+    static const std::string all_sql = std::string{"SELECT "} + module_cols
+                                       + " FROM modules ORDER BY name, uploaded_at, version";
+    static const std::string one_sql = std::string{"SELECT "} + module_cols
+                                       + " FROM modules WHERE name = $1::text "
+                                         "ORDER BY name, uploaded_at, version";
+    params p;
+    if (!name.empty())
+      p.text(name);
+    auto r = name.empty() ? run("module_list_all", all_sql, p, true)
+                          : run("module_list", one_sql, p, true);
+    if (!r)
+      return std::move(r.error());
+    std::vector<module_record> out;
+    auto rows = PQntuples(r->get());
+    out.reserve(static_cast<size_t>(rows));
+    for (int i = 0; i < rows; ++i)
+      out.push_back(read_module(r->get(), i));
+    return out;
+  }
+
   // -- signing keys ---------------------------------------------------------
 
   caf::expected<std::vector<signing_key>> signing_keys() override {
@@ -804,8 +1003,9 @@ private:
   /// Executes prepared statement `name` (preparing it on first use on this
   /// connection). Retries once after a reset when the connection dropped and
   /// the statement is safe to repeat (or was never sent).
+  /// `result_format` 1 asks for every column in binary format.
   caf::expected<result_ptr> run(const std::string& name, const std::string& sql, const params& p,
-                                bool idempotent) {
+                                bool idempotent, int result_format = 0) {
     for (int attempt = 0;; ++attempt) {
       if (auto err = ensure_connection())
         return err;
@@ -826,8 +1026,15 @@ private:
         }
       }
       auto values = p.pointers();
-      result_ptr r{PQexecPrepared(conn_, name.c_str(), p.size(), values.data(), nullptr, nullptr,
-                                  0)};
+      std::vector<int> lengths;
+      std::vector<int> formats;
+      if (p.has_binary()) {
+        lengths = p.lengths();
+        formats = p.formats();
+      }
+      result_ptr r{PQexecPrepared(conn_, name.c_str(), p.size(), values.data(),
+                                  lengths.empty() ? nullptr : lengths.data(),
+                                  formats.empty() ? nullptr : formats.data(), result_format)};
       auto st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
       if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return r;

@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <utility>
@@ -92,9 +93,32 @@ CREATE TABLE signing_keys (
 CREATE UNIQUE INDEX signing_keys_one_current ON signing_keys (retired_at)
   WHERE retired_at = 0;
 )sql"},
+  // Module artifacts: one row per (name, version), metadata and bytes
+  // together (bytes last, so that reading the metadata of a row never reads
+  // the blob's overflow pages). Versions are immutable: rows are never
+  // updated.
+  {2, R"sql(
+CREATE TABLE modules (
+  name          TEXT    NOT NULL,
+  version       TEXT    NOT NULL,
+  digest        TEXT    NOT NULL,
+  size          INTEGER NOT NULL DEFAULT 0,
+  signature     TEXT    NOT NULL DEFAULT '',
+  is_signed     INTEGER NOT NULL DEFAULT 0,
+  signer_key_id TEXT    NOT NULL DEFAULT '',
+  description   TEXT    NOT NULL DEFAULT '',
+  abi_token     TEXT    NOT NULL DEFAULT '',
+  tenant_id     TEXT    NOT NULL DEFAULT '',
+  uploaded_by   TEXT    NOT NULL DEFAULT '',
+  uploaded_at   INTEGER NOT NULL DEFAULT 0,
+  bytes         BLOB    NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE INDEX modules_name_uploaded ON modules (name, uploaded_at, version);
+)sql"},
 };
 
-constexpr int latest_version = 1;
+constexpr int latest_version = 2;
 
 constexpr const char* snapshot_cols
   = "kind, id, tenant_id, status, COALESCE(unique_key, ''), owner_node, epoch, seq, "
@@ -107,6 +131,10 @@ constexpr const char* audit_cols
 constexpr const char* user_cols
   = "id, username, email, full_name, password_hash, roles, tenant_id, active, failed_attempts, "
     "locked_until, created_at, updated_at";
+
+constexpr const char* module_cols
+  = "name, version, digest, size, signature, is_signed, signer_key_id, description, abi_token, "
+    "tenant_id, uploaded_by, uploaded_at";
 
 constexpr const char* audit_insert_sql
   = "INSERT INTO audit_events (at, category, action, result, entity_kind, entity_id, tenant_id, "
@@ -156,6 +184,13 @@ public:
 
   bound_stmt& blob(const std::string& x) {
     sqlite3_bind_blob(s_, ++idx_, x.data(), static_cast<int>(x.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+
+  // Binds `x` without copying it: `x` must outlive this bound_stmt (large
+  // module artifacts).
+  bound_stmt& blob_ref(const std::string& x) {
+    sqlite3_bind_blob(s_, ++idx_, x.data(), static_cast<int>(x.size()), SQLITE_STATIC);
     return *this;
   }
 
@@ -248,6 +283,33 @@ user_record read_user(sqlite3_stmt* s) {
   u.created_at = col_i64(s, 10);
   u.updated_at = col_i64(s, 11);
   return u;
+}
+
+// The audit entity id of a module version (when the caller left it empty).
+std::string module_entity_id(const std::string& name, const std::string& version) {
+  return name + "@" + version;
+}
+
+std::string module_conflict_message(const module_record& stored) {
+  return "module " + stored.name + " " + stored.version + " already exists with digest "
+         + stored.digest + " (versions are immutable)";
+}
+
+module_record read_module(sqlite3_stmt* s) {
+  module_record m;
+  m.name = col_text(s, 0);
+  m.version = col_text(s, 1);
+  m.digest = col_text(s, 2);
+  m.size = col_i64(s, 3);
+  m.signature = col_text(s, 4);
+  m.is_signed = col_i64(s, 5) != 0;
+  m.signer_key_id = col_text(s, 6);
+  m.description = col_text(s, 7);
+  m.abi_token = col_text(s, 8);
+  m.tenant_id = col_text(s, 9);
+  m.uploaded_by = col_text(s, 10);
+  m.uploaded_at = col_i64(s, 11);
+  return m;
 }
 
 class sqlite_store final : public store {
@@ -723,6 +785,106 @@ public:
     return col_i64(b.get(), 0);
   }
 
+  // -- module artifacts -----------------------------------------------------
+
+  caf::expected<module_put_result> put_module(const module_record& m, const std::string& bytes,
+                                              const audit_event& ev) override {
+    if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+      return caf::make_error(errc::payload_too_large,
+                             "module " + m.name + " " + m.version + ": "
+                               + std::to_string(bytes.size()) + " bytes exceed what SQLite stores");
+    // BEGIN IMMEDIATE: concurrent puts of the same version queue here, so the
+    // second one finds the first one's row.
+    auto t = begin("module_put");
+    if (!t)
+      return std::move(t.error());
+    {
+      auto stored = one_module("module_get", m.name, m.version);
+      if (!stored)
+        return std::move(stored.error());
+      if (*stored) {
+        auto& x = **stored;
+        if (x.digest != m.digest)
+          return caf::make_error(errc::conflict, module_conflict_message(x));
+        return module_put_result{std::move(x), false}; // nothing written: rolls back
+      }
+    }
+    static const std::string sql
+      = std::string{"INSERT INTO modules (name, version, digest, size, signature, is_signed, "
+                    "signer_key_id, description, abi_token, tenant_id, uploaded_by, uploaded_at, "
+                    "bytes) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING "}
+        + module_cols;
+    auto s = stmt("module_put", sql);
+    if (!s)
+      return std::move(s.error());
+    module_put_result res;
+    res.created = true;
+    {
+      bound_stmt b{*s};
+      b.text(m.name).text(m.version).text(m.digest).i64(static_cast<int64_t>(bytes.size()));
+      b.text(m.signature).i64(m.is_signed ? 1 : 0).text(m.signer_key_id).text(m.description);
+      b.text(m.abi_token).text(m.tenant_id).text(m.uploaded_by);
+      b.i64(m.uploaded_at != 0 ? m.uploaded_at : now_millis()).blob_ref(bytes);
+      auto rc = sqlite3_step(b.get());
+      if (rc != SQLITE_ROW) {
+        if (is_unique_violation(rc)) // cannot happen inside BEGIN IMMEDIATE
+          return caf::make_error(errc::conflict, "module " + m.name + " " + m.version
+                                                   + " already exists (versions are immutable)");
+        return fail(rc, "module_put");
+      }
+      res.record = read_module(b.get());
+      if (auto err = step_done(b, "module_put"))
+        return err;
+    }
+    if (auto err = insert_audit(with_module(ev, res.record)))
+      return err;
+    if (auto err = t->commit())
+      return err;
+    return res;
+  }
+
+  caf::expected<std::optional<module_record>> get_module(const std::string& name,
+                                                         const std::string& version) override {
+    return one_module("module_get", name, version);
+  }
+
+  caf::expected<std::optional<std::string>> module_bytes(const std::string& name,
+                                                         const std::string& version) override {
+    auto s = stmt("module_bytes", "SELECT bytes FROM modules WHERE name = ? AND version = ?");
+    if (!s)
+      return std::move(s.error());
+    bound_stmt b{*s};
+    b.text(name).text(version);
+    auto rc = sqlite3_step(b.get());
+    if (rc == SQLITE_DONE)
+      return std::optional<std::string>{};
+    if (rc != SQLITE_ROW)
+      return fail(rc, "module_bytes");
+    return std::optional<std::string>{col_text(b.get(), 0)};
+  }
+
+  caf::expected<std::vector<module_record>> list_modules(const std::string& name) override {
+    static const std::string all_sql = std::string{"SELECT "} + module_cols
+                                       + " FROM modules ORDER BY name, uploaded_at, version";
+    static const std::string one_sql = std::string{"SELECT "} + module_cols
+                                       + " FROM modules WHERE name = ? "
+                                         "ORDER BY name, uploaded_at, version";
+    const char* stmt_name = name.empty() ? "module_list_all" : "module_list";
+    auto s = stmt(stmt_name, name.empty() ? all_sql : one_sql);
+    if (!s)
+      return std::move(s.error());
+    bound_stmt b{*s};
+    if (!name.empty())
+      b.text(name);
+    std::vector<module_record> out;
+    int rc;
+    while ((rc = sqlite3_step(b.get())) == SQLITE_ROW)
+      out.push_back(read_module(b.get()));
+    if (rc != SQLITE_DONE)
+      return fail(rc, stmt_name);
+    return out;
+  }
+
   // -- signing keys ---------------------------------------------------------
 
   caf::expected<std::vector<signing_key>> signing_keys() override {
@@ -904,6 +1066,34 @@ private:
     return e;
   }
 
+  static audit_event with_module(const audit_event& ev, const module_record& m) {
+    auto e = ev;
+    if (e.entity_kind.empty())
+      e.entity_kind = "module";
+    if (e.entity_id.empty())
+      e.entity_id = module_entity_id(m.name, m.version);
+    if (e.tenant_id.empty())
+      e.tenant_id = m.tenant_id;
+    return e;
+  }
+
+  caf::expected<std::optional<module_record>>
+  one_module(const char* name, const std::string& module, const std::string& version) {
+    static const std::string sql = std::string{"SELECT "} + module_cols
+                                   + " FROM modules WHERE name = ? AND version = ?";
+    auto s = stmt(name, sql);
+    if (!s)
+      return std::move(s.error());
+    bound_stmt b{*s};
+    b.text(module).text(version);
+    auto rc = sqlite3_step(b.get());
+    if (rc == SQLITE_DONE)
+      return std::optional<module_record>{};
+    if (rc != SQLITE_ROW)
+      return fail(rc, name);
+    return std::optional<module_record>{read_module(b.get())};
+  }
+
   caf::expected<std::optional<user_record>>
   one_user(const char* name, const std::string& sql, const std::string& arg) {
     auto s = stmt(name, sql);
@@ -927,7 +1117,7 @@ private:
 } // namespace
 
 caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path) {
-  static_assert(latest_version == 1, "update sqlite_migrations");
+  static_assert(latest_version == 2, "update sqlite_migrations");
   if (path != ":memory:") {
     std::error_code ec;
     auto parent = std::filesystem::path{path}.parent_path();

@@ -257,6 +257,36 @@ store_actor::behavior_type store_worker(worker_ptr self, std::shared_ptr<store> 
       load_guard g{st, self_id};
       return call<std::vector<signing_key>>([&] { return st->db->ensure_signing_key(k); });
     },
+    [st, self_id](module_atom, put_atom, const module_record& m, const std::string& bytes,
+                  const audit_event& ev) {
+      load_guard g{st, self_id};
+      return call<module_put_result>([&] { return st->db->put_module(m, bytes, ev); });
+    },
+    [st, self_id](module_atom, get_atom, const std::string& name, const std::string& version) {
+      load_guard g{st, self_id};
+      return call<module_record>([&] { return st->db->get_module(name, version); },
+                                 [&](std::optional<module_record>& x)
+                                   -> caf::result<module_record> {
+                                   if (!x)
+                                     return caf::make_error(errc::not_found,
+                                                            "no module " + name + " " + version);
+                                   return std::move(*x);
+                                 });
+    },
+    [st, self_id](module_atom, blob_atom, const std::string& name, const std::string& version) {
+      load_guard g{st, self_id};
+      return call<std::string>([&] { return st->db->module_bytes(name, version); },
+                               [&](std::optional<std::string>& x) -> caf::result<std::string> {
+                                 if (!x)
+                                   return caf::make_error(errc::not_found,
+                                                          "no module " + name + " " + version);
+                                 return std::move(*x);
+                               });
+    },
+    [st, self_id](module_atom, list_atom, const std::string& name) {
+      load_guard g{st, self_id};
+      return call<std::vector<module_record>>([&] { return st->db->list_modules(name); });
+    },
   };
 }
 

@@ -18,6 +18,8 @@ void register_runtime_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<user_record>("user_record");
   cfg.add_message_type<signing_key>("signing_key");
   cfg.add_message_type<claim_result>("claim_result");
+  cfg.add_message_type<module_record>("module_record");
+  cfg.add_message_type<module_put_result>("module_put_result");
   cfg.add_error_category(caf::atom("hotswap"),
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {
                            std::string out = "hotswap: ";

@@ -3,6 +3,11 @@
 
 #include "hotswap/config/config.hpp"
 
+// Boost.JSON compiled into this test (header-only mode): module settings are
+// checked to be valid JSON with the parser the node itself uses.
+#include <boost/json/src.hpp>
+
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -77,6 +82,22 @@ struct fixture {
     return *r.config;
   }
 };
+
+/// Parses `text` as strict JSON; fails the test when it is not valid JSON.
+boost::json::value json_of(const std::string& text) {
+  boost::json::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec)
+    CAF_FAIL("not valid JSON (" << ec.message() << "): " << text);
+  return v;
+}
+
+/// `text` without line breaks (the JSON formatter breaks lines between members;
+/// a line break inside a JSON string is always escaped as \n).
+std::string unbroken(std::string text) {
+  text.erase(std::remove(text.begin(), text.end(), '\n'), text.end());
+  return text;
+}
 
 void check_env_defaults(const environment_section& e, const std::string& strategy,
                         const std::string& approval, bool sod, bool signed_) {
@@ -193,6 +214,15 @@ CAF_TEST(the example file loads with zero errors and documents the defaults) {
   CAF_CHECK_EQUAL(cfg.messages.topics.at("payments.events").hmac_key_env,
                   "HOTSWAP_PAYMENTS_HMAC_KEY");
   CAF_CHECK_EQUAL(cfg.entities.restart_intensity, def.entities.restart_intensity);
+  CAF_CHECK_EQUAL(cfg.worker.instances_per_version, def.worker.instances_per_version);
+  CAF_CHECK_EQUAL(cfg.worker.drain_timeout_ms, def.worker.drain_timeout_ms);
+  CAF_CHECK_EQUAL(cfg.worker.metrics_window_seconds, def.worker.metrics_window_seconds);
+  CAF_CHECK_EQUAL(cfg.worker.sample_interval_ms, def.worker.sample_interval_ms);
+  CAF_CHECK_EQUAL(cfg.worker.sample_retention, def.worker.sample_retention);
+  CAF_REQUIRE_EQUAL(cfg.modules.size(), 2u);
+  CAF_CHECK_EQUAL(unbroken(cfg.modules.at("flaky").settings_json), R"({"error_percent":30})");
+  CAF_CHECK_EQUAL(json_of(cfg.modules.at("slow").settings_json),
+                  json_of(R"({"latency_ms": 50})"));
   CAF_CHECK_EQUAL(cfg.logging.level, def.logging.level);
   CAF_CHECK_EQUAL(cfg.source, HOTSWAP_SOURCE_DIR "/config/hotswap.example.toml");
 }
@@ -239,6 +269,9 @@ CAF_TEST(an unknown key is an error naming its path) {
 
 CAF_TEST(an unknown section is an error) {
   expect_error("[htttp]\nlisten = \"127.0.0.1:1\"\n", "htttp", "unknown section");
+  expect_error("[workers]\ninstances_per_version = 2\n", "workers",
+               "unknown section (expected one of node, http, store, cluster, auth, environments, "
+               "deployments, rate_limits, events, messages, entities, worker, modules, logging)");
 }
 
 CAF_TEST(a section that is not a table is an error) {
@@ -404,6 +437,61 @@ CAF_TEST(trusted module keys must be readable files) {
                "auth.trusted_module_keys[1]", "No such file or directory");
 }
 
+CAF_TEST(a missing trusted module key file names its index and path) {
+  auto gone = dir + "/gone.pem";
+  auto r = load_text("[auth]\ntrusted_module_keys = [\"" + gone + "\"]\n");
+  CAF_CHECK(!r.config);
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK_EQUAL(r.errors[0].file, dir + "/node.toml");
+  CAF_CHECK_EQUAL(r.errors[0].key, "auth.trusted_module_keys[0]");
+  CAF_CHECK_EQUAL(r.errors[0].reason, "\"" + gone + "\": cannot open: No such file or directory");
+}
+
+CAF_TEST(a trusted module key must be a regular file and is not parsed at load) {
+  // The content is not a key: whether it is one is checked at node start.
+  auto pub = write("not-a-key.pem", "hello\n");
+  auto cfg = expect_ok("[auth]\ntrusted_module_keys = [\"" + pub + "\"]\n");
+  CAF_CHECK(cfg.auth.trusted_module_keys == std::vector<std::string>{pub});
+  expect_error("[auth]\ntrusted_module_keys = [\"" + pub + "\", \"" + dir + "\"]\n",
+               "auth.trusted_module_keys[1]", "\"" + dir + "\": not a regular file");
+  expect_error("[auth]\ntrusted_module_keys = [\"\"]\n", "auth.trusted_module_keys[0]",
+               "must not be empty");
+  // A FIFO is refused without waiting for a writer.
+  auto fifo = dir + "/keys.fifo";
+  CAF_REQUIRE_EQUAL(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_error("[auth]\ntrusted_module_keys = [\"" + fifo + "\"]\n",
+               "auth.trusted_module_keys[0]", "not a regular file");
+  if (::geteuid() != 0) {
+    auto locked = write("locked.pem", "x\n");
+    CAF_REQUIRE_EQUAL(::chmod(locked.c_str(), 0), 0);
+    expect_error("[auth]\ntrusted_module_keys = [\"" + locked + "\"]\n",
+                 "auth.trusted_module_keys[0]", "Permission denied");
+  } else {
+    CAF_MESSAGE("running as root: the unreadable-file case is not testable");
+  }
+}
+
+CAF_TEST(relative trusted module key paths are relative to the working directory) {
+  auto pub = write("release.pub.pem", "-----BEGIN PUBLIC KEY-----\n");
+  auto rel = std::filesystem::relative(pub, std::filesystem::current_path()).string();
+  CAF_REQUIRE(!rel.empty() && rel.front() != '/');
+  auto cfg = expect_ok("[auth]\ntrusted_module_keys = [\"" + rel + "\"]\n");
+  CAF_CHECK(cfg.auth.trusted_module_keys == std::vector<std::string>{rel});
+  // Not relative to the config file: node.toml sits next to release.pub.pem.
+  CAF_REQUIRE(std::filesystem::current_path() != std::filesystem::path(dir));
+  expect_error("[auth]\ntrusted_module_keys = [\"release.pub.pem\"]\n",
+               "auth.trusted_module_keys[0]", "No such file or directory");
+}
+
+CAF_TEST(a missing trusted module key file from the environment names the variable) {
+  auto r = load_text("", {"HOTSWAP_AUTH_TRUSTED_MODULE_KEYS=[\"" + dir + "/gone.pem\"]"});
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK_EQUAL(r.errors[0].file, "environment");
+  CAF_CHECK_EQUAL(r.errors[0].key,
+                  "auth.trusted_module_keys[0] (HOTSWAP_AUTH_TRUSTED_MODULE_KEYS)");
+  CAF_CHECK(r.errors[0].reason.find(dir + "/gone.pem") != std::string::npos);
+}
+
 CAF_TEST(auth limits are enforced) {
   expect_error("[auth]\ntoken_minutes = 0\n", "auth.token_minutes", "between 1 and 1440");
   expect_error("[auth]\ntoken_minutes = 1441\n", "auth.token_minutes", "between 1 and 1440");
@@ -518,6 +606,245 @@ CAF_TEST(topic tables name the variable that holds their key) {
   expect_error("[messages.topics.orders]\nhmac_key_env = \"bad name\"\n",
                "messages.topics.orders.hmac_key_env", "environment variable name");
   expect_error("[messages]\ntopics = 3\n", "messages.topics", "expected a table");
+}
+
+// -- worker ----------------------------------------------------------------------
+
+namespace {
+
+struct worker_key {
+  const char* name;
+  uint64_t min;
+  uint64_t max;
+  uint32_t worker_section::*field;
+};
+
+const worker_key worker_keys[] = {
+  {"instances_per_version", 1, 64, &worker_section::instances_per_version},
+  {"drain_timeout_ms", 100, 600000, &worker_section::drain_timeout_ms},
+  {"metrics_window_seconds", 1, 3600, &worker_section::metrics_window_seconds},
+  {"sample_interval_ms", 100, 3600000, &worker_section::sample_interval_ms},
+  {"sample_retention", 1, 1000000, &worker_section::sample_retention},
+};
+
+} // namespace
+
+CAF_TEST(the worker defaults are those of the struct and no module is configured) {
+  auto def = default_config();
+  CAF_CHECK_EQUAL(def.worker.instances_per_version, 2u);
+  CAF_CHECK_EQUAL(def.worker.drain_timeout_ms, 10000u);
+  CAF_CHECK_EQUAL(def.worker.metrics_window_seconds, 60u);
+  CAF_CHECK_EQUAL(def.worker.sample_interval_ms, 5000u);
+  CAF_CHECK_EQUAL(def.worker.sample_retention, 17280u);
+  CAF_CHECK(def.modules.empty());
+  auto cfg = expect_ok("[worker]\n");
+  for (const auto& k : worker_keys)
+    CAF_CHECK_EQUAL(cfg.worker.*k.field, def.worker.*k.field);
+  CAF_CHECK(cfg.modules.empty());
+  CAF_CHECK(expect_ok("[modules]\n").modules.empty());
+}
+
+CAF_TEST(worker keys take values at both ends of their ranges) {
+  for (const auto& k : worker_keys) {
+    for (auto v : {k.min, k.max}) {
+      auto cfg = expect_ok("[worker]\n" + std::string(k.name) + " = " + std::to_string(v) + "\n");
+      CAF_CHECK_EQUAL(cfg.worker.*k.field, v);
+    }
+  }
+  auto cfg = expect_ok("[worker]\ninstances_per_version = 8\ndrain_timeout_ms = 2500\n"
+                       "metrics_window_seconds = 30\nsample_interval_ms = 1000\n"
+                       "sample_retention = 86400\n");
+  CAF_CHECK_EQUAL(cfg.worker.instances_per_version, 8u);
+  CAF_CHECK_EQUAL(cfg.worker.drain_timeout_ms, 2500u);
+  CAF_CHECK_EQUAL(cfg.worker.metrics_window_seconds, 30u);
+  CAF_CHECK_EQUAL(cfg.worker.sample_interval_ms, 1000u);
+  CAF_CHECK_EQUAL(cfg.worker.sample_retention, 86400u);
+}
+
+CAF_TEST(each worker key out of range is an error naming that key) {
+  for (const auto& k : worker_keys) {
+    auto key = std::string("worker.") + k.name;
+    auto range = "must be between " + std::to_string(k.min) + " and " + std::to_string(k.max);
+    expect_error("[worker]\n" + std::string(k.name) + " = " + std::to_string(k.min - 1) + "\n",
+                 key, range + ", got " + std::to_string(k.min - 1));
+    expect_error("[worker]\n" + std::string(k.name) + " = " + std::to_string(k.max + 1) + "\n",
+                 key, range + ", got " + std::to_string(k.max + 1));
+  }
+  expect_error("[worker]\ninstances_per_version = -1\n", "worker.instances_per_version",
+               "must not be negative");
+  expect_error("[worker]\ndrain_timeout_ms = \"10s\"\n", "worker.drain_timeout_ms",
+               "expected an integer, got string");
+}
+
+CAF_TEST(an unknown worker key is an error) {
+  expect_error("[worker]\ninstances = 2\n", "worker.instances", "unknown key");
+  expect_error("worker = 2\n", "worker", "expected a table, got integer");
+}
+
+CAF_TEST(an environment variable overrides a worker key) {
+  auto cfg = expect_ok("[worker]\ninstances_per_version = 3\nsample_retention = 10\n",
+                       {"HOTSWAP_WORKER_INSTANCES_PER_VERSION=8",
+                        "HOTSWAP_WORKER_DRAIN_TIMEOUT_MS=250",
+                        "HOTSWAP_WORKER_METRICS_WINDOW_SECONDS=120",
+                        "HOTSWAP_WORKER_SAMPLE_INTERVAL_MS=1000"});
+  CAF_CHECK_EQUAL(cfg.worker.instances_per_version, 8u);
+  CAF_CHECK_EQUAL(cfg.worker.drain_timeout_ms, 250u);
+  CAF_CHECK_EQUAL(cfg.worker.metrics_window_seconds, 120u);
+  CAF_CHECK_EQUAL(cfg.worker.sample_interval_ms, 1000u);
+  CAF_CHECK_EQUAL(cfg.worker.sample_retention, 10u);
+  auto r = load("", {"HOTSWAP_WORKER_SAMPLE_RETENTION=500"});
+  CAF_REQUIRE(r.config);
+  CAF_CHECK_EQUAL(r.config->worker.sample_retention, 500u);
+}
+
+CAF_TEST(a bad worker value from the environment names the key and the variable) {
+  auto r = load_text("", {"HOTSWAP_WORKER_DRAIN_TIMEOUT_MS=50"});
+  CAF_CHECK(!r.config);
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK_EQUAL(r.errors[0].to_string(),
+                  "environment: worker.drain_timeout_ms (HOTSWAP_WORKER_DRAIN_TIMEOUT_MS): "
+                  "must be between 100 and 600000, got 50");
+  r = load_text("", {"HOTSWAP_WORKER_INSTANCES=4"});
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK_EQUAL(r.errors[0].to_string(),
+                  "environment: worker.instances (HOTSWAP_WORKER_INSTANCES): unknown key");
+}
+
+// -- modules -------------------------------------------------------------------
+
+CAF_TEST(a module settings table is stored as json) {
+  auto cfg = expect_ok("[modules.flaky]\nsettings = { error_percent = 30 }\n"
+                       "[modules.slow]\nsettings = { latency_ms = 50 }\n"
+                       "[modules.plain]\nsettings = {}\n");
+  CAF_REQUIRE_EQUAL(cfg.modules.size(), 3u);
+  const auto& flaky = cfg.modules.at("flaky").settings_json;
+  CAF_MESSAGE("flaky settings_json: " << flaky);
+  CAF_CHECK_EQUAL(unbroken(flaky), R"({"error_percent":30})");
+  CAF_CHECK_EQUAL(json_of(flaky), json_of(R"({"error_percent": 30})"));
+  CAF_CHECK_EQUAL(json_of(cfg.modules.at("slow").settings_json),
+                  json_of(R"({"latency_ms": 50})"));
+  CAF_CHECK_EQUAL(cfg.modules.at("plain").settings_json, "{}");
+}
+
+CAF_TEST(nested module settings survive the conversion to json) {
+  auto cfg = expect_ok(R"(
+[modules.shop-api]
+[modules.shop-api.settings]
+name = "shop \"main\"\tline\nnext \\ é ✓"
+ratio = 0.25
+big = 1e300
+whole = 3.0
+hex = 0xFF
+negative = -12
+on = true
+off = false
+tags = ["a", "b"]
+mixed = [1, "two", [3.5, false], { four = 4 }]
+empty_list = []
+empty_table = {}
+day = 1979-05-27
+at = 1979-05-27T07:32:00Z
+local = 1979-05-27T07:32:00
+clock = 07:32:00
+forever = inf
+unknown = nan
+"key with spaces" = 1
+[modules.shop-api.settings.db]
+host = "127.0.0.1"
+pool = { size = 4, retry = { attempts = 3 } }
+[[modules.shop-api.settings.routes]]
+path = "/a"
+[[modules.shop-api.settings.routes]]
+path = "/b"
+)");
+  const auto& text = cfg.modules.at("shop-api").settings_json;
+  CAF_MESSAGE("shop-api settings_json: " << text);
+  auto v = json_of(text);
+  CAF_REQUIRE(v.is_object());
+  const auto& o = v.as_object();
+  CAF_CHECK_EQUAL(o.at("name"), boost::json::value("shop \"main\"\tline\nnext \\ é ✓"));
+  CAF_CHECK_EQUAL(o.at("ratio").as_double(), 0.25);
+  CAF_CHECK_EQUAL(o.at("big").as_double(), 1e300);
+  CAF_CHECK_EQUAL(o.at("whole").as_double(), 3.0);
+  CAF_CHECK_EQUAL(o.at("hex").as_int64(), 255);
+  CAF_CHECK_EQUAL(o.at("negative").as_int64(), -12);
+  CAF_CHECK_EQUAL(o.at("on").as_bool(), true);
+  CAF_CHECK_EQUAL(o.at("off").as_bool(), false);
+  CAF_CHECK_EQUAL(o.at("tags"), json_of(R"(["a", "b"])"));
+  CAF_CHECK_EQUAL(o.at("mixed"), json_of(R"([1, "two", [3.5, false], {"four": 4}])"));
+  CAF_CHECK_EQUAL(o.at("empty_list"), json_of("[]"));
+  CAF_CHECK_EQUAL(o.at("empty_table"), json_of("{}"));
+  CAF_CHECK_EQUAL(o.at("day"), boost::json::value("1979-05-27"));
+  CAF_CHECK_EQUAL(o.at("at"), boost::json::value("1979-05-27T07:32:00Z"));
+  CAF_CHECK_EQUAL(o.at("local"), boost::json::value("1979-05-27T07:32:00"));
+  CAF_CHECK_EQUAL(o.at("clock"), boost::json::value("07:32:00"));
+  CAF_CHECK_EQUAL(o.at("forever"), boost::json::value("Infinity"));
+  CAF_CHECK_EQUAL(o.at("unknown"), boost::json::value("NaN"));
+  CAF_CHECK_EQUAL(o.at("key with spaces").as_int64(), 1);
+  CAF_CHECK_EQUAL(o.at("db"), json_of(R"({"host": "127.0.0.1",
+                                            "pool": {"size": 4, "retry": {"attempts": 3}}})"));
+  CAF_CHECK_EQUAL(o.at("routes"), json_of(R"([{"path": "/a"}, {"path": "/b"}])"));
+  CAF_CHECK_EQUAL(o.size(), 21u);
+}
+
+CAF_TEST(module names must match the module name pattern) {
+  auto ok = [this](const std::string& name) {
+    auto cfg = expect_ok("[modules." + name + "]\nsettings = {}\n");
+    CAF_CHECK_EQUAL(cfg.modules.count(name), 1u);
+  };
+  ok("abc");
+  ok("a-b");
+  ok("0ab");
+  ok("a--9");
+  ok(std::string(64, 'x'));
+  auto bad = [this](const std::string& toml_name, const std::string& key,
+                    const std::string& why) {
+    expect_error("[modules." + toml_name + "]\nsettings = {}\n", key,
+                 "invalid module name: " + why);
+  };
+  bad("ab", "modules.ab", "must be 3 to 64 characters long, got 2");
+  bad(std::string(65, 'x'), "modules." + std::string(65, 'x'),
+      "must be 3 to 64 characters long, got 65");
+  bad("Flaky", "modules.Flaky", "character 1 (\"F\") is not allowed");
+  bad("fla_ky", "modules.fla_ky", "character 4 (\"_\") is not allowed");
+  bad("\"a.b.c\"", "modules.\"a.b.c\"", "character 2 (\".\") is not allowed");
+  bad("-abc", "modules.-abc", "must start and end with a letter or digit");
+  bad("abc-", "modules.abc-", "must start and end with a letter or digit");
+  auto r = load_text("[modules.Flaky]\nsettings = {}\n");
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK(r.errors[0].reason.find("^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$") != std::string::npos);
+  CAF_CHECK(r.errors[0].reason.find("lower case") != std::string::npos);
+}
+
+CAF_TEST(a module table needs a settings table) {
+  expect_error("[modules.flaky]\n", "modules.flaky.settings", "missing");
+  expect_error("[modules.flaky]\nsettings = 3\n", "modules.flaky.settings",
+               "expected a table, got integer");
+  expect_error("[modules.flaky]\nsettings = \"error_percent=30\"\n", "modules.flaky.settings",
+               "expected a table, got string");
+  expect_error("[modules.flaky]\nsettings = [{ error_percent = 30 }]\n",
+               "modules.flaky.settings", "expected a table, got array");
+  expect_error("[modules]\nflaky = 1\n", "modules.flaky", "expected a table, got integer");
+  expect_error("modules = []\n", "modules", "expected a table, got array");
+}
+
+CAF_TEST(an unknown key in a module table is an error) {
+  expect_error("[modules.flaky]\nsettings = {}\nenabled = true\n", "modules.flaky.enabled",
+               "unknown key");
+  // A common slip: the setting written next to settings instead of inside it.
+  auto r = load_text("[modules.flaky]\nerror_percent = 30\n");
+  CAF_CHECK(!r.config);
+  CAF_CHECK_EQUAL(r.errors.size(), 2u);
+  CAF_CHECK(has(r, "modules.flaky.error_percent", "unknown key"));
+  CAF_CHECK(has(r, "modules.flaky.settings", "missing"));
+}
+
+CAF_TEST(module variables in the environment are not config overrides) {
+  auto cfg = expect_ok("[modules.flaky]\nsettings = { error_percent = 30 }\n",
+                       {"HOTSWAP_MODULES_FLAKY_SETTINGS={ error_percent = 90 }",
+                        "HOTSWAP_MODULES=1"});
+  CAF_REQUIRE_EQUAL(cfg.modules.size(), 1u);
+  CAF_CHECK_EQUAL(unbroken(cfg.modules.at("flaky").settings_json), R"({"error_percent":30})");
 }
 
 // -- environment overrides -----------------------------------------------------

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "hotswap/runtime/crypto.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/metrics.hpp"
 #include "hotswap/runtime/store.hpp"
@@ -317,6 +318,90 @@ audit_event user_event(const std::string& action) {
   auto ev = event(action);
   ev.category = "User";
   return ev;
+}
+
+/// "sha256:<hex>" of `bytes`, as the upload path computes it.
+std::string digest_of(const std::string& bytes) {
+  return "sha256:" + crypto::hex_encode(crypto::sha256(bytes));
+}
+
+/// Every byte value 0..255 twice, then a run of NULs: nothing may be lost to
+/// text handling or escaping.
+std::string binary_bytes() {
+  std::string out;
+  for (int round = 0; round < 2; ++round)
+    for (int i = 0; i < 256; ++i)
+      out.push_back(static_cast<char>(i));
+  out.append(16, '\0');
+  return out;
+}
+
+/// A pseudo-random buffer of `n` bytes (deterministic for `seed`).
+std::string big_bytes(size_t n, uint32_t seed) {
+  std::string out(n, '\0');
+  uint32_t x = seed;
+  for (auto& c : out) {
+    x = x * 1664525u + 1013904223u;
+    c = static_cast<char>(x >> 24);
+  }
+  return out;
+}
+
+module_record module(const std::string& name, const std::string& version,
+                     const std::string& bytes, millis uploaded_at) {
+  module_record m;
+  m.name = name;
+  m.version = version;
+  m.digest = digest_of(bytes);
+  m.size = static_cast<int64_t>(bytes.size());
+  m.signature = "c2lnbmF0dXJl";
+  m.is_signed = true;
+  m.signer_key_id = "release-2024";
+  m.description = "The " + name + " module";
+  m.abi_token = "hotswap-abi-1;caf-0.17.6;gcc-12";
+  m.tenant_id = "t-1";
+  m.uploaded_by = "alice";
+  m.uploaded_at = uploaded_at;
+  return m;
+}
+
+audit_event module_event(const std::string& trace) {
+  auto ev = event("ModuleUploaded", trace);
+  ev.category = "Module";
+  return ev;
+}
+
+std::vector<audit_event> audit_by_trace(store& s, const std::string& trace) {
+  audit_query q;
+  q.trace_id = trace;
+  q.page_size = 100;
+  auto r = s.query_audit(q);
+  if (!r)
+    CAF_FAIL("query_audit failed: " << render(r.error()));
+  return std::move(*r);
+}
+
+/// "name@version,..." of `xs`, in order.
+std::string versions(const std::vector<module_record>& xs) {
+  std::string out;
+  for (auto& x : xs)
+    out += (out.empty() ? "" : ",") + x.name + "@" + x.version;
+  return out;
+}
+
+void check_same_module(const module_record& got, const module_record& want) {
+  CAF_CHECK_EQUAL(got.name, want.name);
+  CAF_CHECK_EQUAL(got.version, want.version);
+  CAF_CHECK_EQUAL(got.digest, want.digest);
+  CAF_CHECK_EQUAL(got.size, want.size);
+  CAF_CHECK_EQUAL(got.signature, want.signature);
+  CAF_CHECK_EQUAL(got.is_signed, want.is_signed);
+  CAF_CHECK_EQUAL(got.signer_key_id, want.signer_key_id);
+  CAF_CHECK_EQUAL(got.description, want.description);
+  CAF_CHECK_EQUAL(got.abi_token, want.abi_token);
+  CAF_CHECK_EQUAL(got.tenant_id, want.tenant_id);
+  CAF_CHECK_EQUAL(got.uploaded_by, want.uploaded_by);
+  CAF_CHECK_EQUAL(got.uploaded_at, want.uploaded_at);
 }
 
 uint16_t closed_port() {
@@ -867,6 +952,233 @@ CAF_TEST(racing nodes on a fresh database agree on one signing key) {
   });
 }
 
+// -- module artifacts -------------------------------------------------------------
+
+CAF_TEST(a module version round-trips its record and bytes) {
+  for_each_backend([](backend& b) {
+    auto s = b.open_migrated();
+    CAF_CHECK_GREATER_OR_EQUAL(MUST(s->schema_version()), 2);
+    auto t0 = now_millis();
+    // Every byte value and NULs.
+    auto bytes = binary_bytes();
+    auto m = module("echo", "1.0.0", bytes, 1700000000000);
+    auto put = MUST(s->put_module(m, bytes, module_event("trace-echo")));
+    CAF_CHECK(put.created);
+    check_same_module(put.record, m);
+    auto got = MUST(s->get_module("echo", "1.0.0"));
+    CAF_REQUIRE(got.has_value());
+    check_same_module(*got, m);
+    auto stored = MUST(s->module_bytes("echo", "1.0.0"));
+    CAF_REQUIRE(stored.has_value());
+    CAF_CHECK_EQUAL(stored->size(), bytes.size());
+    CAF_CHECK(*stored == bytes);
+    // Its audit event, with the module as entity (filled in when empty).
+    auto evs = audit_by_trace(*s, "trace-echo");
+    CAF_REQUIRE_EQUAL(evs.size(), 1u);
+    CAF_CHECK_EQUAL(evs[0].action, "ModuleUploaded");
+    CAF_CHECK_EQUAL(evs[0].category, "Module");
+    CAF_CHECK_EQUAL(evs[0].entity_kind, "module");
+    CAF_CHECK_EQUAL(evs[0].entity_id, "echo@1.0.0");
+    CAF_CHECK_EQUAL(evs[0].tenant_id, "t-1");
+    // A ~5 MiB artifact; size is the stored byte count and uploaded_at 0
+    // means the store's clock.
+    auto big = big_bytes(5 * 1024 * 1024 + 17, 42);
+    auto mb = module("big", "0.1.0-rc.1", big, 0);
+    mb.size = 0;
+    mb.signature.clear();
+    mb.is_signed = false;
+    mb.signer_key_id.clear();
+    auto ev = module_event("trace-big");
+    ev.entity_kind = "module";
+    ev.entity_id = "big:0.1.0-rc.1";
+    auto putb = MUST(s->put_module(mb, big, ev));
+    CAF_CHECK(putb.created);
+    CAF_CHECK_EQUAL(putb.record.size, static_cast<int64_t>(big.size()));
+    CAF_CHECK_GREATER_OR_EQUAL(putb.record.uploaded_at, t0);
+    CAF_CHECK(!putb.record.is_signed);
+    CAF_CHECK_EQUAL(putb.record.signature, "");
+    auto gotb = MUST(s->get_module("big", "0.1.0-rc.1"));
+    CAF_REQUIRE(gotb.has_value());
+    check_same_module(*gotb, putb.record);
+    auto storedb = MUST(s->module_bytes("big", "0.1.0-rc.1"));
+    CAF_REQUIRE(storedb.has_value());
+    CAF_CHECK_EQUAL(storedb->size(), big.size());
+    CAF_CHECK(*storedb == big);
+    CAF_CHECK_EQUAL(digest_of(*storedb), mb.digest);
+    // The caller's entity fields are kept.
+    auto evb = audit_by_trace(*s, "trace-big");
+    CAF_REQUIRE_EQUAL(evb.size(), 1u);
+    CAF_CHECK_EQUAL(evb[0].entity_id, "big:0.1.0-rc.1");
+    // Empty bytes are bytes too.
+    auto empty = MUST(s->put_module(module("empty", "1.0.0", "", 5), "", module_event("t-e")));
+    CAF_CHECK(empty.created);
+    CAF_CHECK_EQUAL(empty.record.size, 0);
+    auto stored_empty = MUST(s->module_bytes("empty", "1.0.0"));
+    CAF_REQUIRE(stored_empty.has_value());
+    CAF_CHECK(stored_empty->empty());
+    // Survives a re-open.
+    s.reset();
+    auto s2 = b.open_migrated();
+    auto again = MUST(s2->module_bytes("echo", "1.0.0"));
+    CAF_REQUIRE(again.has_value());
+    CAF_CHECK(*again == bytes);
+  });
+}
+
+CAF_TEST(putting the same module version again is idempotent and writes no audit event) {
+  for_each_backend([](backend& b) {
+    auto s = b.open_migrated();
+    auto bytes = binary_bytes();
+    auto m = module("echo", "1.0.0", bytes, 1000);
+    auto first = MUST(s->put_module(m, bytes, module_event("trace-1st")));
+    CAF_CHECK(first.created);
+    // A retry (other metadata, same digest): the stored record, nothing written.
+    auto retry = m;
+    retry.description = "a retry";
+    retry.uploaded_by = "bob";
+    retry.uploaded_at = 2000;
+    auto second = MUST(s->put_module(retry, bytes, module_event("trace-2nd")));
+    CAF_CHECK(!second.created);
+    check_same_module(second.record, first.record);
+    CAF_CHECK_EQUAL(second.record.description, "The echo module");
+    CAF_CHECK_EQUAL(audit_by_trace(*s, "trace-1st").size(), 1u);
+    CAF_CHECK(audit_by_trace(*s, "trace-2nd").empty());
+    audit_query q;
+    q.category = "Module";
+    CAF_CHECK_EQUAL(MUST(s->query_audit(q)).size(), 1u);
+    CAF_CHECK_EQUAL(MUST(s->list_modules("echo")).size(), 1u);
+    // Through a second connection too.
+    auto s2 = b.open_migrated();
+    auto third = MUST(s2->put_module(m, bytes, module_event("trace-3rd")));
+    CAF_CHECK(!third.created);
+    CAF_CHECK(audit_by_trace(*s, "trace-3rd").empty());
+  });
+}
+
+CAF_TEST(concurrent identical module puts all succeed and create once) {
+  for_each_backend([](backend& b) {
+    constexpr int n = 4;
+    std::vector<std::unique_ptr<store>> stores;
+    for (int i = 0; i < n; ++i)
+      stores.push_back(b.open_migrated());
+    auto bytes = big_bytes(256 * 1024, 7);
+    auto m = module("race", "1.0.0", bytes, 1000);
+    std::vector<caf::expected<module_put_result>> results(
+      n, caf::expected<module_put_result>{module_put_result{}});
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i)
+      threads.emplace_back([&, i] {
+        ++ready;
+        while (ready.load() < n)
+          std::this_thread::yield();
+        results[static_cast<size_t>(i)]
+          = stores[static_cast<size_t>(i)]->put_module(m, bytes, module_event("trace-race"));
+      });
+    for (auto& t : threads)
+      t.join();
+    int created = 0;
+    for (auto& r : results) {
+      if (!r)
+        CAF_FAIL("concurrent put_module failed: " << render(r.error()));
+      if (r->created)
+        ++created;
+      CAF_CHECK_EQUAL(r->record.digest, m.digest);
+    }
+    CAF_CHECK_EQUAL(created, 1);
+    CAF_CHECK_EQUAL(audit_by_trace(*stores[0], "trace-race").size(), 1u);
+    auto stored = MUST(stores[0]->module_bytes("race", "1.0.0"));
+    CAF_REQUIRE(stored.has_value());
+    CAF_CHECK(*stored == bytes);
+  });
+}
+
+CAF_TEST(a module version with other bytes conflicts and leaves the stored one unchanged) {
+  for_each_backend([](backend& b) {
+    auto s = b.open_migrated();
+    auto bytes = binary_bytes();
+    auto m = module("echo", "1.0.0", bytes, 1000);
+    auto first = MUST(s->put_module(m, bytes, module_event("trace-1st")));
+    CAF_CHECK(first.created);
+    auto other = big_bytes(4096, 1);
+    auto m2 = module("echo", "1.0.0", other, 2000);
+    m2.description = "impostor";
+    auto r = s->put_module(m2, other, module_event("trace-other"));
+    CAF_REQUIRE(!r);
+    CAF_CHECK_EQUAL(code_of(r), "conflict");
+    auto msg = error_detail(r.error());
+    CAF_MESSAGE("conflict: " << msg);
+    CAF_CHECK(msg.find("echo 1.0.0") != std::string::npos);
+    CAF_CHECK(msg.find(m.digest) != std::string::npos);
+    CAF_CHECK(msg.find("immutable") != std::string::npos);
+    // Nothing changed, no audit event for the attempt.
+    auto got = MUST(s->get_module("echo", "1.0.0"));
+    CAF_REQUIRE(got.has_value());
+    check_same_module(*got, first.record);
+    auto stored = MUST(s->module_bytes("echo", "1.0.0"));
+    CAF_REQUIRE(stored.has_value());
+    CAF_CHECK(*stored == bytes);
+    CAF_CHECK(audit_by_trace(*s, "trace-other").empty());
+    CAF_CHECK_EQUAL(MUST(s->list_modules("")).size(), 1u);
+    // Another version of the same module is fine.
+    auto m3 = module("echo", "1.0.1", other, 3000);
+    CAF_CHECK(MUST(s->put_module(m3, other, module_event("trace-101"))).created);
+  });
+}
+
+CAF_TEST(modules list by name or all ordered by name then upload time) {
+  for_each_backend([](backend& b) {
+    auto s = b.open_migrated();
+    CAF_CHECK(MUST(s->list_modules("")).empty());
+    CAF_CHECK(MUST(s->list_modules("echo")).empty());
+    struct spec {
+      const char* name;
+      const char* version;
+      millis at;
+    };
+    // Upload time, not version text, orders one module's versions; equal
+    // times fall back to the version.
+    spec specs[] = {
+      {"echo", "2.0.0", 3000},  {"slow", "1.0.0", 1000}, {"echo", "10.0.0", 5000},
+      {"echo", "1.0.0", 2000},  {"Zeta", "1.0.0", 9000}, {"echo-2", "1.0.0", 1},
+      {"echo", "1.5.0", 3000},
+    };
+    for (auto& sp : specs) {
+      auto bytes = std::string{sp.name} + "/" + sp.version;
+      MUST(s->put_module(module(sp.name, sp.version, bytes, sp.at), bytes,
+                         module_event("trace-list")));
+    }
+    CAF_CHECK_EQUAL(versions(MUST(s->list_modules("echo"))),
+                    "echo@1.0.0,echo@1.5.0,echo@2.0.0,echo@10.0.0");
+    CAF_CHECK_EQUAL(versions(MUST(s->list_modules(""))),
+                    "Zeta@1.0.0,echo@1.0.0,echo@1.5.0,echo@2.0.0,echo@10.0.0,echo-2@1.0.0,"
+                    "slow@1.0.0");
+    CAF_CHECK_EQUAL(versions(MUST(s->list_modules("slow"))), "slow@1.0.0");
+    CAF_CHECK(MUST(s->list_modules("ech")).empty());
+    CAF_CHECK(MUST(s->list_modules("ECHO")).empty()); // names are case-sensitive
+    auto all = MUST(s->list_modules(""));
+    CAF_REQUIRE_EQUAL(all.size(), 7u);
+    CAF_CHECK_EQUAL(all[1].digest, digest_of("echo/1.0.0"));
+    CAF_CHECK_EQUAL(all[1].size, 10);
+    CAF_CHECK_EQUAL(all[1].abi_token, "hotswap-abi-1;caf-0.17.6;gcc-12");
+    CAF_CHECK(all[1].is_signed);
+  });
+}
+
+CAF_TEST(absent modules are not found) {
+  for_each_backend([](backend& b) {
+    auto s = b.open_migrated();
+    CAF_CHECK(!MUST(s->get_module("echo", "1.0.0")).has_value());
+    CAF_CHECK(!MUST(s->module_bytes("echo", "1.0.0")).has_value());
+    auto bytes = std::string{"\x7f" "ELF"};
+    MUST(s->put_module(module("echo", "1.0.0", bytes, 1), bytes, module_event("t")));
+    CAF_CHECK(!MUST(s->get_module("echo", "1.0.1")).has_value());
+    CAF_CHECK(!MUST(s->module_bytes("echo", "1.0.1")).has_value());
+    CAF_CHECK(!MUST(s->get_module("ECHO", "1.0.0")).has_value());
+    CAF_CHECK(!MUST(s->module_bytes("other", "1.0.0")).has_value());
+  });
+}
+
 // -- PostgreSQL connection handling -----------------------------------------------
 
 CAF_TEST(an unreachable PostgreSQL server gives unavailable) {
@@ -984,6 +1296,59 @@ CAF_TEST(the store worker answers requests on the deterministic scheduler) {
     CAF_CHECK_EQUAL(MUST(ask<std::vector<signing_key>>(w, key_atom::value, put_atom::value, k))
                       .size(),
                     1u);
+    caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
+    run();
+  });
+}
+
+CAF_TEST(the store worker serves module artifacts on the deterministic scheduler) {
+  for_each_backend([this](backend& b) {
+    auto w = spawn_store_worker(sys, b.open_migrated(), nullptr, false);
+    auto bytes = binary_bytes() + big_bytes(5 * 1024 * 1024, 3);
+    auto m = module("echo", "1.0.0", bytes, 1000);
+    auto put = MUST((ask<module_put_result>(w, module_atom::value, put_atom::value, m, bytes,
+                                            module_event("trace-actor"))));
+    CAF_CHECK(put.created);
+    check_same_module(put.record, m);
+    auto retry = MUST((ask<module_put_result>(w, module_atom::value, put_atom::value, m, bytes,
+                                              module_event("trace-actor-retry"))));
+    CAF_CHECK(!retry.created);
+    auto other = std::string{"other bytes"};
+    auto conflict = ask<module_put_result>(w, module_atom::value, put_atom::value,
+                                           module("echo", "1.0.0", other, 2000), other,
+                                           module_event("trace-actor-conflict"));
+    CAF_CHECK_EQUAL(code_of(conflict), "conflict");
+    auto got = MUST((ask<module_record>(w, module_atom::value, get_atom::value,
+                                        std::string{"echo"}, std::string{"1.0.0"})));
+    check_same_module(got, m);
+    auto blob = MUST((ask<std::string>(w, module_atom::value, blob_atom::value,
+                                       std::string{"echo"}, std::string{"1.0.0"})));
+    CAF_CHECK_EQUAL(blob.size(), bytes.size());
+    CAF_CHECK(blob == bytes);
+    CAF_CHECK_EQUAL(code_of(ask<module_record>(w, module_atom::value, get_atom::value,
+                                               std::string{"echo"}, std::string{"9.9.9"})),
+                    "not_found");
+    CAF_CHECK_EQUAL(code_of(ask<std::string>(w, module_atom::value, blob_atom::value,
+                                             std::string{"nope"}, std::string{"1.0.0"})),
+                    "not_found");
+    auto m2 = module("echo", "2.0.0", other, 3000);
+    MUST((ask<module_put_result>(w, module_atom::value, put_atom::value, m2, other,
+                                 module_event("trace-actor-2"))));
+    auto m3 = module("alpha", "0.1.0", other, 5000);
+    MUST((ask<module_put_result>(w, module_atom::value, put_atom::value, m3, other,
+                                 module_event("trace-actor-3"))));
+    CAF_CHECK_EQUAL(versions(MUST((ask<std::vector<module_record>>(
+                      w, module_atom::value, list_atom::value, std::string{"echo"})))),
+                    "echo@1.0.0,echo@2.0.0");
+    CAF_CHECK_EQUAL(versions(MUST((ask<std::vector<module_record>>(
+                      w, module_atom::value, list_atom::value, std::string{})))),
+                    "alpha@0.1.0,echo@1.0.0,echo@2.0.0");
+    CAF_CHECK(MUST((ask<std::vector<module_record>>(w, module_atom::value, list_atom::value,
+                                                    std::string{"nope"})))
+                .empty());
+    audit_query aq;
+    aq.category = "Module";
+    CAF_CHECK_EQUAL(MUST(ask<std::vector<audit_event>>(w, audit_atom::value, aq)).size(), 3u);
     caf::anon_send_exit(w, caf::exit_reason::user_shutdown);
     run();
   });

@@ -113,6 +113,19 @@ struct entities_section {
   uint32_t restart_period_seconds = 60;  ///< ... within this period escalate
 };
 
+struct worker_section {
+  uint32_t instances_per_version = 2;    ///< handler actors per loaded module version (1..64)
+  uint32_t drain_timeout_ms = 10000;     ///< retire: how long in-flight invocations may finish
+  uint32_t metrics_window_seconds = 60;  ///< window of per-version rates and p50/p95/p99
+  uint32_t sample_interval_ms = 5000;    ///< how often the clusters API records a sample
+  uint32_t sample_retention = 17280;     ///< samples kept per environment (24 h at 5 s)
+};
+
+/// [modules.<name>]: configuration handed to a module (read via its context).
+struct module_section {
+  std::string settings_json = "{}";      ///< the `settings` table as JSON text
+};
+
 struct logging_section {
   std::string level = "info";            ///< trace | debug | info | warn | error
   bool json = false;
@@ -132,6 +145,8 @@ struct node_config {
   events_section events;
   messages_section messages;
   entities_section entities;
+  worker_section worker;
+  std::map<std::string, module_section> modules; ///< by module name
   logging_section logging;
 };
 

@@ -34,5 +34,14 @@ using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using command_atom = caf::atom_constant<caf::atom("command")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+using module_atom = caf::atom_constant<caf::atom("module")>;
+using blob_atom = caf::atom_constant<caf::atom("blob")>;
+using stage_atom = caf::atom_constant<caf::atom("stage")>;
+using weights_atom = caf::atom_constant<caf::atom("weights")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using load_atom = caf::atom_constant<caf::atom("load")>;
+using unload_atom = caf::atom_constant<caf::atom("unload")>;
+using sample_atom = caf::atom_constant<caf::atom("sample")>;
+using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
 
 } // namespace hotswap

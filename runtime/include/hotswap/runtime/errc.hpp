@@ -42,6 +42,9 @@ enum class errc : uint8_t {
   internal = 13,
   /// The entity is owned by another node.
   not_owner = 14,
+  /// A module failed to answer an invocation (its actor died or it replied
+  /// with an error).
+  module_failure = 15,
 };
 
 std::string to_string(errc x);

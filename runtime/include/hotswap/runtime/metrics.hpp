@@ -18,6 +18,24 @@
 
 namespace hotswap {
 
+/// The Prometheus series of one module version (handles stay valid for the
+/// registry's lifetime).
+struct module_series {
+  prometheus::Counter* ok = nullptr;
+  prometheus::Counter* error = nullptr;
+  prometheus::Histogram* seconds = nullptr;
+};
+
+/// CPU time and resident memory of this process, from /proc/self.
+struct process_stats {
+  double cpu_seconds = 0;
+  double rss_bytes = 0;
+  bool ok = false;
+};
+
+/// Reads /proc/self/stat (a pseudo-file: no disk I/O).
+process_stats read_process_stats();
+
 class node_metrics {
 public:
   node_metrics();
@@ -51,6 +69,23 @@ public:
   /// Counts entity restarts by their supervisor.
   prometheus::Counter& entity_restarts(const std::string& kind);
 
+  /// hotswap_module_invocations_total{module,version,outcome} and
+  /// hotswap_module_invocation_seconds{module,version}.
+  module_series module_series_for(const std::string& module, const std::string& version);
+
+  /// Module libraries currently loaded (dlopen'ed) on this node.
+  prometheus::Gauge& module_libraries_loaded() {
+    return *module_libraries_;
+  }
+
+  /// Events published by modules.
+  prometheus::Counter& module_events() {
+    return *module_events_;
+  }
+
+  /// Module uploads by outcome ("stored", "duplicate", "rejected").
+  prometheus::Counter& module_uploads(const std::string& outcome);
+
 private:
   /// Metric handles per (method, route): prometheus-cpp's Family::Add hashes
   /// a label map under a lock on every call; this cache makes the per-request
@@ -70,6 +105,11 @@ private:
   prometheus::Histogram* snapshot_write_;
   prometheus::Counter* ownership_claims_;
   prometheus::Counter* fenced_writes_;
+  prometheus::Family<prometheus::Counter>* module_invocations_;
+  prometheus::Family<prometheus::Histogram>* module_seconds_;
+  prometheus::Family<prometheus::Counter>* module_uploads_;
+  prometheus::Gauge* module_libraries_;
+  prometheus::Counter* module_events_;
 };
 
 } // namespace hotswap

@@ -150,4 +150,40 @@ typename Inspector::result_type inspect(Inspector& f, claim_result& x) {
   return f(caf::meta::type_name("claim_result"), x.epoch, x.snapshot);
 }
 
+/// One uploaded module version (the artifact's metadata; its bytes are
+/// stored beside it and read separately). Versions are immutable.
+struct module_record {
+  std::string name;
+  std::string version;
+  std::string digest;        ///< "sha256:<hex>" of the bytes
+  int64_t size = 0;          ///< bytes
+  std::string signature;     ///< base64 of the raw signature; empty when unsigned
+  bool is_signed = false;
+  std::string signer_key_id; ///< key id of the trusted key that verified it
+  std::string description;
+  std::string abi_token;     ///< from the file's .hotswap_abi section
+  std::string tenant_id;     ///< uploader's tenant; empty = platform
+  std::string uploaded_by;   ///< user name
+  millis uploaded_at = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, module_record& x) {
+  return f(caf::meta::type_name("module_record"), x.name, x.version, x.digest, x.size,
+           x.signature, x.is_signed, x.signer_key_id, x.description, x.abi_token, x.tenant_id,
+           x.uploaded_by, x.uploaded_at);
+}
+
+/// What storing a module version did: `created` is false when the same
+/// name, version and digest were already stored (an idempotent retry).
+struct module_put_result {
+  module_record record;
+  bool created = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, module_put_result& x) {
+  return f(caf::meta::type_name("module_put_result"), x.record, x.created);
+}
+
 } // namespace hotswap

@@ -95,6 +95,29 @@ public:
   virtual caf::expected<std::vector<user_record>> list_users() = 0;
   virtual caf::expected<int64_t> count_users() = 0;
 
+  // -- module artifacts --------------------------------------------------------
+
+  /// Stores one module version: record and bytes together with `ev`, in one
+  /// transaction. Same (name, version) already stored with the same digest:
+  /// returns the stored record with created = false and writes nothing (an
+  /// idempotent retry). Stored with another digest: errc::conflict (versions
+  /// are immutable).
+  virtual caf::expected<module_put_result> put_module(const module_record& m,
+                                                      const std::string& bytes,
+                                                      const audit_event& ev) = 0;
+
+  /// One version's record; nullopt when absent.
+  virtual caf::expected<std::optional<module_record>> get_module(const std::string& name,
+                                                                 const std::string& version) = 0;
+
+  /// One version's bytes; nullopt when absent.
+  virtual caf::expected<std::optional<std::string>> module_bytes(const std::string& name,
+                                                                 const std::string& version) = 0;
+
+  /// Records of every version of `name` (empty = of every module), ordered
+  /// by name, then upload time (oldest first).
+  virtual caf::expected<std::vector<module_record>> list_modules(const std::string& name) = 0;
+
   // -- signing keys ----------------------------------------------------------
 
   virtual caf::expected<std::vector<signing_key>> signing_keys() = 0;

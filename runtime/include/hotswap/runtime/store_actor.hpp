@@ -43,7 +43,16 @@ using store_actor = caf::typed_actor<
   caf::replies_to<user_atom, list_atom>::with<std::vector<user_record>>,
   caf::replies_to<user_atom, count_atom>::with<int64_t>,
   caf::replies_to<key_atom, get_atom>::with<std::vector<signing_key>>,
-  caf::replies_to<key_atom, put_atom, signing_key>::with<std::vector<signing_key>>>;
+  caf::replies_to<key_atom, put_atom, signing_key>::with<std::vector<signing_key>>,
+  // module artifacts: (record, bytes, event); errc::conflict on other bytes
+  caf::replies_to<module_atom, put_atom, module_record, std::string, audit_event>::with<
+    module_put_result>,
+  // errc::not_found when absent
+  caf::replies_to<module_atom, get_atom, std::string, std::string>::with<module_record>,
+  // the bytes; errc::not_found when absent
+  caf::replies_to<module_atom, blob_atom, std::string, std::string>::with<std::string>,
+  // every version of one module ("" = all modules)
+  caf::replies_to<module_atom, list_atom, std::string>::with<std::vector<module_record>>>;
 
 /// Spawns one store worker that owns `db`. With `detached` false the worker
 /// runs on the scheduler: only for tests on the deterministic coordinator.

@@ -1,0 +1,623 @@
+#include "hotswap/actors/module_host.hpp"
+
+#include <algorithm>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include "caf/actor_system_config.hpp"
+#include "caf/event_based_actor.hpp"
+#include "caf/stateful_actor.hpp"
+#include "caf/typed_event_based_actor.hpp"
+
+#include "hotswap/actors/invocation_window.hpp"
+#include "hotswap/actors/version_router.hpp"
+#include "hotswap/runtime/errc.hpp"
+#include "hotswap/runtime/log.hpp"
+#include "hotswap/runtime/metrics.hpp"
+
+namespace hotswap {
+
+extern int sdk_instances_anchor;
+
+namespace {
+
+// -- the handler actor ----------------------------------------------------------------
+
+/// The runtime's own actor type for module handlers: its code lives in the
+/// runtime, only the behavior comes from the module. on_exit drops every
+/// behavior and pending response handler (module code) before the down
+/// message goes out, so once the host has seen all down messages of a
+/// version nothing of the library's code is referenced by an actor.
+class module_actor : public caf::event_based_actor {
+public:
+  module_actor(caf::actor_config& cfg, library_ptr lib, sdk::context ctx)
+    : caf::event_based_actor(cfg), lib_(std::move(lib)), ctx_(std::move(ctx)) {
+  }
+
+  caf::behavior make_behavior() override {
+    return lib_->def->make_behavior(this, ctx_);
+  }
+
+  void on_exit() override {
+    bhvr_stack_.clear();
+    bhvr_stack_.cleanup();
+    awaited_responses_.clear();
+    multiplexed_responses_.clear();
+    ctx_.runtime = nullptr;
+  }
+
+  const char* name() const override {
+    return "module_actor";
+  }
+
+private:
+  library_ptr lib_; ///< released with the actor object; the loader waits for it
+  sdk::context ctx_;
+};
+
+// -- the gateway ------------------------------------------------------------------------
+
+/// What a module reaches through context::runtime: runtime code that knows
+/// which module and version it serves.
+caf::behavior gateway(caf::event_based_actor* self, module_host_actor host, std::string module,
+                      std::string version, std::string settings) {
+  return {
+    [=](sdk::publish_atom, sdk::event& ev) {
+      caf::anon_send(host, sdk::publish_atom::value, module, version, std::move(ev));
+    },
+    [=](sdk::metric_atom, sdk::metric& m) {
+      caf::anon_send(host, sdk::metric_atom::value, module, version, std::move(m));
+    },
+    [=](sdk::config_atom) { return settings; },
+    [=](sdk::invoke_atom, std::string& target, sdk::request& req) {
+      auto rp = self->make_response_promise<sdk::reply>();
+      req.caller = "module:" + module;
+      self->request(host, caf::infinite, sdk::invoke_atom::value, std::move(target), std::move(req))
+        .then([=](invoke_result& r) mutable { rp.deliver(std::move(r.reply)); },
+              [=](caf::error& err) mutable {
+                sdk::reply r;
+                r.error = to_string(errc_of(err)) + ": " + error_detail(err);
+                rp.deliver(std::move(r));
+              });
+      return rp;
+    },
+  };
+}
+
+// -- state --------------------------------------------------------------------------------
+
+struct version_slot {
+  library_ptr lib;
+  std::vector<caf::actor> actors;
+  size_t next = 0;
+  caf::actor gateway;
+  size_t alive = 0;              ///< handler actors not yet down
+  bool retiring = false;
+  bool stopping = false;         ///< exit sent to the actors
+  uint64_t generation = 0;
+  invocation_window window;
+  std::map<std::string, double> custom;
+  millis loaded_at = 0;
+  std::vector<caf::typed_response_promise<ok_atom>> retire_waiters;
+  command_origin retire_origin;
+  module_series series;
+
+  explicit version_slot(uint32_t window_seconds) : window(window_seconds) {
+  }
+};
+
+struct module_entry {
+  version_router router;
+  std::map<std::string, version_slot> slots;
+  /// Versions being loaded, with who waits for them.
+  std::map<std::string, std::vector<caf::typed_response_promise<version_view>>> staging;
+};
+
+struct host_state {
+  module_host_env env;
+  std::map<std::string, module_entry> modules;
+  /// The highest epoch seen per command owner.
+  std::map<std::string, int64_t> epochs;
+  /// Handler actors -> (module, version), for down messages.
+  std::unordered_map<caf::actor_addr, std::pair<std::string, std::string>> index;
+  uint64_t generations = 0;
+  uint64_t libraries = 0;
+  static inline const char* name = "module_host";
+};
+
+using host_ptr = module_host_actor::stateful_pointer<host_state>;
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string tag(const host_state& st, const std::string& module, const std::string& version) {
+  return "[W:" + st.env.environment + " M:" + module + (version.empty() ? "" : " " + version)
+         + "]";
+}
+
+/// Refuses a stale epoch; remembers a newer one.
+caf::error check_epoch(host_ptr self, const command_origin& o) {
+  if (o.owner.empty())
+    return caf::make_error(errc::invalid_argument, "a worker command needs an owner");
+  auto& seen = self->state.epochs[o.owner];
+  if (o.epoch < seen)
+    return caf::make_error(errc::fenced, "epoch " + std::to_string(o.epoch) + " of " + o.owner
+                                           + " is older than epoch " + std::to_string(seen)
+                                           + " already seen by this worker");
+  seen = o.epoch;
+  return {};
+}
+
+void audit(host_ptr self, const command_origin& o, const std::string& action,
+           const std::string& result, const std::string& module, const std::string& version,
+           const std::string& message) {
+  auto& st = self->state;
+  audit_event ev;
+  ev.at = now_millis();
+  ev.category = "Module";
+  ev.action = action;
+  ev.result = result;
+  ev.entity_kind = "module";
+  ev.entity_id = module + "@" + version;
+  ev.actor_user = o.actor_user.empty() ? "system" : o.actor_user;
+  ev.trace_id = o.trace_id;
+  ev.message = message;
+  boost::json::object d;
+  d["module"] = module;
+  d["version"] = version;
+  d["environment"] = st.env.environment;
+  d["node"] = st.env.node_id;
+  d["owner"] = o.owner;
+  d["epoch"] = o.epoch;
+  ev.detail = boost::json::serialize(d);
+  auto log_tag = tag(st, module, version);
+  self->request(st.env.store, caf::infinite, audit_atom::value, ev)
+    .then([](int64_t) {},
+          [log_tag, action](caf::error& err) {
+            logger("worker")->warn("{} audit event {} not written: {}", log_tag, action,
+                                   error_detail(err));
+          });
+}
+
+version_view view_of(const host_state& st, const module_entry& m, const std::string& version,
+                     const version_slot& s) {
+  version_view v;
+  v.version = version;
+  v.weight = m.router.weight(version);
+  v.state = s.retiring ? "Draining" : "Active";
+  v.in_flight = m.router.in_flight(version);
+  auto w = s.window.stats(steady_ms(), st.env.window_seconds);
+  v.invocations = w.invocations;
+  v.errors = w.errors;
+  v.error_rate = w.error_rate;
+  v.per_second = w.per_second;
+  v.p50_ms = w.p50_ms;
+  v.p95_ms = w.p95_ms;
+  v.p99_ms = w.p99_ms;
+  v.total_invocations = s.window.total_invocations();
+  v.total_errors = s.window.total_errors();
+  v.digest = s.lib->record.digest;
+  v.is_signed = s.lib->record.is_signed;
+  v.loaded_at = s.loaded_at;
+  v.custom = s.custom;
+  return v;
+}
+
+module_view module_view_of(const host_state& st, const std::string& name, const module_entry& m) {
+  module_view out;
+  out.name = name;
+  for (auto& [version, s] : m.slots)
+    out.versions.push_back(view_of(st, m, version, s));
+  return out;
+}
+
+// -- retire ---------------------------------------------------------------------------------
+
+/// All handler actors of a retiring version are down: hand the library to
+/// the loader for dlclose, then answer the retire waiters.
+void unload(host_ptr self, const std::string& module, const std::string& version) {
+  auto& st = self->state;
+  auto mi = st.modules.find(module);
+  if (mi == st.modules.end())
+    return;
+  auto si = mi->second.slots.find(version);
+  if (si == mi->second.slots.end())
+    return;
+  auto lib = std::move(si->second.lib);
+  auto waiters = std::move(si->second.retire_waiters);
+  auto origin = si->second.retire_origin;
+  if (si->second.gateway)
+    self->send_exit(si->second.gateway, caf::exit_reason::user_shutdown);
+  mi->second.router.remove(version);
+  mi->second.slots.erase(si);
+  if (mi->second.slots.empty() && mi->second.staging.empty())
+    st.modules.erase(mi);
+  auto t = tag(st, module, version);
+  self->request(st.env.loader, caf::infinite, unload_atom::value, std::move(lib))
+    .then(
+      [=](ok_atom) mutable {
+        auto& st = self->state;
+        if (st.libraries > 0)
+          --st.libraries;
+        if (st.env.metrics)
+          st.env.metrics->module_libraries_loaded().Decrement();
+        logger("worker")->info("{} retired", t);
+        audit(self, origin, "ModuleRetired", "Success", module, version,
+              "retired " + module + " " + version + " in " + st.env.environment);
+        for (auto& w : waiters)
+          w.deliver(ok_atom::value);
+      },
+      [=](caf::error& err) mutable {
+        logger("worker")->error("{} unload failed: {}", t, error_detail(err));
+        for (auto& w : waiters)
+          w.deliver(err);
+      });
+}
+
+/// Stops the version's handler actors (drained, or past the drain deadline).
+void stop_actors(host_ptr self, const std::string& module, const std::string& version,
+                 caf::exit_reason reason) {
+  auto& st = self->state;
+  auto& s = st.modules.at(module).slots.at(version);
+  if (s.stopping)
+    return;
+  s.stopping = true;
+  auto actors = std::move(s.actors);
+  s.actors.clear();
+  if (actors.empty() || s.alive == 0) {
+    unload(self, module, version);
+    return;
+  }
+  for (auto& a : actors)
+    self->send_exit(a, reason);
+}
+
+/// Called when an invocation ends or a retire starts.
+void maybe_finish_drain(host_ptr self, const std::string& module, const std::string& version) {
+  auto& st = self->state;
+  auto mi = st.modules.find(module);
+  if (mi == st.modules.end())
+    return;
+  auto si = mi->second.slots.find(version);
+  if (si == mi->second.slots.end() || !si->second.retiring || si->second.stopping)
+    return;
+  if (mi->second.router.in_flight(version) == 0)
+    stop_actors(self, module, version, caf::exit_reason::user_shutdown);
+}
+
+// -- stage ------------------------------------------------------------------------------------
+
+void spawn_handlers(host_ptr self, version_slot& s, const std::string& module,
+                    const std::string& version, size_t count) {
+  auto& st = self->state;
+  for (size_t i = 0; i < count; ++i) {
+    sdk::context ctx;
+    ctx.module = module;
+    ctx.version = version;
+    ctx.environment = st.env.environment;
+    ctx.node = st.env.node_id;
+    ctx.runtime = s.gateway;
+    auto a = self->system().spawn<module_actor>(s.lib, std::move(ctx));
+    self->monitor(a);
+    st.index.emplace(a.address(), std::make_pair(module, version));
+    s.actors.push_back(a);
+    ++s.alive;
+  }
+}
+
+void loaded(host_ptr self, const stage_command& cmd, library_ptr lib) {
+  auto& st = self->state;
+  auto& m = st.modules[cmd.module];
+  auto waiters = std::move(m.staging[cmd.version]);
+  m.staging.erase(cmd.version);
+  auto [si, added] = m.slots.emplace(cmd.version, version_slot{st.env.window_seconds});
+  auto& s = si->second;
+  s.lib = std::move(lib);
+  s.loaded_at = now_millis();
+  if (st.env.metrics)
+    s.series = st.env.metrics->module_series_for(cmd.module, cmd.version);
+  auto settings = std::string{"{}"};
+  if (auto i = st.env.settings.find(cmd.module); i != st.env.settings.end())
+    settings = i->second;
+  s.gateway = self->system().spawn(gateway, module_host_actor{self}, cmd.module, cmd.version,
+                                   settings);
+  spawn_handlers(self, s, cmd.module, cmd.version, std::max<uint32_t>(1, st.env.instances));
+  uint32_t weight = cmd.weight >= 0 ? static_cast<uint32_t>(cmd.weight)
+                                    : (m.router.total_weight() == 0 ? 100u : 0u);
+  m.router.add(cmd.version, weight);
+  ++st.libraries;
+  if (st.env.metrics)
+    st.env.metrics->module_libraries_loaded().Increment();
+  logger("worker")->info("{} staged with weight {} ({} handler actors)",
+                         tag(st, cmd.module, cmd.version), weight, s.actors.size());
+  audit(self, cmd.origin, "ModuleStaged", "Success", cmd.module, cmd.version,
+        "staged " + cmd.module + " " + cmd.version + " in " + st.env.environment);
+  auto v = view_of(st, m, cmd.version, s);
+  for (auto& w : waiters)
+    w.deliver(v);
+}
+
+void stage_failed(host_ptr self, const stage_command& cmd, const caf::error& err) {
+  auto& st = self->state;
+  auto mi = st.modules.find(cmd.module);
+  if (mi == st.modules.end())
+    return;
+  auto waiters = std::move(mi->second.staging[cmd.version]);
+  mi->second.staging.erase(cmd.version);
+  if (mi->second.slots.empty() && mi->second.staging.empty())
+    st.modules.erase(mi);
+  logger("worker")->warn("{} stage failed: {}", tag(st, cmd.module, cmd.version),
+                         error_detail(err));
+  audit(self, cmd.origin, "ModuleStageFailed", "Failure", cmd.module, cmd.version,
+        error_detail(err));
+  for (auto& w : waiters)
+    w.deliver(err);
+}
+
+// -- invoke -----------------------------------------------------------------------------------
+
+void finished(host_ptr self, const std::string& module, const std::string& version,
+              std::chrono::steady_clock::time_point t0, bool error) {
+  auto& st = self->state;
+  auto mi = st.modules.find(module);
+  if (mi == st.modules.end())
+    return;
+  auto si = mi->second.slots.find(version);
+  if (si == mi->second.slots.end())
+    return;
+  auto now = std::chrono::steady_clock::now();
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - t0).count();
+  mi->second.router.end(version);
+  si->second.window.record(steady_ms(), static_cast<uint64_t>(us), error);
+  auto& series = si->second.series;
+  if (series.seconds != nullptr) {
+    (error ? series.error : series.ok)->Increment();
+    series.seconds->Observe(static_cast<double>(us) / 1e6);
+  }
+  if (si->second.retiring)
+    maybe_finish_drain(self, module, version);
+}
+
+// -- the behavior -----------------------------------------------------------------------------
+
+module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
+  self->state.env = std::move(env);
+  self->set_down_handler([=](caf::down_msg& dm) {
+    auto& st = self->state;
+    auto ii = st.index.find(dm.source);
+    if (ii == st.index.end())
+      return;
+    auto [module, version] = ii->second;
+    st.index.erase(ii);
+    auto mi = st.modules.find(module);
+    if (mi == st.modules.end())
+      return;
+    auto si = mi->second.slots.find(version);
+    if (si == mi->second.slots.end())
+      return;
+    auto& s = si->second;
+    if (s.alive > 0)
+      --s.alive;
+    if (s.stopping) {
+      if (s.alive == 0)
+        unload(self, module, version);
+      return;
+    }
+    // A handler died while serving: replace it (its in-flight requests
+    // already failed with the down reason).
+    logger("worker")->warn("{} handler actor stopped: {}; replacing it", tag(st, module, version),
+                           caf::to_string(dm.reason));
+    auto addr = dm.source;
+    s.actors.erase(std::remove_if(s.actors.begin(), s.actors.end(),
+                                  [&](const caf::actor& a) { return a.address() == addr; }),
+                   s.actors.end());
+    spawn_handlers(self, s, module, version, 1);
+  });
+  return {
+    [=](sdk::invoke_atom, std::string& module,
+        sdk::request& req) -> caf::result<invoke_result> {
+      auto& st = self->state;
+      auto mi = st.modules.find(module);
+      if (mi == st.modules.end() || mi->second.slots.empty())
+        return caf::make_error(errc::not_found, "module " + module + " is not loaded in "
+                                                  + st.env.environment + " on node "
+                                                  + st.env.node_id);
+      auto version = mi->second.router.pick();
+      if (version.empty())
+        return caf::make_error(errc::unavailable, "no version of module " + module
+                                                    + " takes traffic in " + st.env.environment);
+      auto& s = mi->second.slots.at(version);
+      if (s.actors.empty())
+        return caf::make_error(errc::unavailable, "module " + module + " " + version
+                                                    + " has no running handler");
+      mi->second.router.begin(version);
+      auto target = s.actors[s.next++ % s.actors.size()];
+      auto rp = self->make_response_promise<invoke_result>();
+      auto t0 = std::chrono::steady_clock::now();
+      self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
+        .then(
+          [=](sdk::reply& r) mutable {
+            finished(self, module, version, t0, !r.ok());
+            rp.deliver(invoke_result{module, version, std::move(r)});
+          },
+          [=](caf::error& err) mutable {
+            finished(self, module, version, t0, true);
+            rp.deliver(caf::make_error(errc::module_failure, "module " + module + " " + version
+                                                               + " failed: "
+                                                               + self->system().render(err)));
+          });
+      return rp;
+    },
+    [=](stage_atom, stage_command& cmd) -> caf::result<version_view> {
+      auto& st = self->state;
+      if (auto err = check_epoch(self, cmd.origin))
+        return err;
+      auto& m = st.modules[cmd.module];
+      if (auto si = m.slots.find(cmd.version); si != m.slots.end()) {
+        if (si->second.retiring)
+          return caf::make_error(errc::conflict, cmd.module + " " + cmd.version
+                                                   + " is being retired; stage it again after");
+        return view_of(st, m, cmd.version, si->second);
+      }
+      auto rp = self->make_response_promise<version_view>();
+      auto& waiters = m.staging[cmd.version];
+      waiters.push_back(rp);
+      if (waiters.size() > 1)
+        return rp; // a load of this version is already running
+      load_request lr{cmd.module, cmd.version, st.env.environment, st.env.require_signed};
+      self->request(st.env.loader, std::chrono::minutes(2), load_atom::value, lr)
+        .then([=](library_ptr& lib) { loaded(self, cmd, std::move(lib)); },
+              [=](caf::error& err) { stage_failed(self, cmd, err); });
+      return rp;
+    },
+    [=](weights_atom, weights_command& cmd) -> caf::result<module_view> {
+      auto& st = self->state;
+      if (auto err = check_epoch(self, cmd.origin))
+        return err;
+      auto mi = st.modules.find(cmd.module);
+      if (mi == st.modules.end() || mi->second.slots.empty())
+        return caf::make_error(errc::not_found, "module " + cmd.module + " is not loaded in "
+                                                  + st.env.environment);
+      auto why = mi->second.router.set_weights(cmd.weights);
+      if (!why.empty())
+        return caf::make_error(errc::conflict, why);
+      std::string summary;
+      for (auto& [v, w] : mi->second.router.weights())
+        summary += (summary.empty() ? "" : ", ") + v + "=" + std::to_string(w);
+      logger("worker")->info("{} weights {}", tag(st, cmd.module, ""), summary);
+      audit(self, cmd.origin, "ModuleWeightsSet", "Success", cmd.module, "",
+            "weights of " + cmd.module + " in " + st.env.environment + ": " + summary);
+      return module_view_of(st, cmd.module, mi->second);
+    },
+    [=](retire_atom, retire_command& cmd) -> caf::result<ok_atom> {
+      auto& st = self->state;
+      if (auto err = check_epoch(self, cmd.origin))
+        return err;
+      auto mi = st.modules.find(cmd.module);
+      if (mi == st.modules.end())
+        return ok_atom::value;
+      auto si = mi->second.slots.find(cmd.version);
+      if (si == mi->second.slots.end())
+        return ok_atom::value; // never loaded or already retired
+      auto& s = si->second;
+      auto rp = self->make_response_promise<ok_atom>();
+      s.retire_waiters.push_back(rp);
+      if (s.retiring)
+        return rp;
+      s.retiring = true;
+      s.retire_origin = cmd.origin;
+      s.generation = ++st.generations;
+      mi->second.router.drain(cmd.version);
+      logger("worker")->info("{} retiring: draining {} in-flight",
+                             tag(st, cmd.module, cmd.version),
+                             mi->second.router.in_flight(cmd.version));
+      self->delayed_send(self, st.env.drain_timeout, retire_atom::value, cmd.module, cmd.version,
+                         s.generation);
+      maybe_finish_drain(self, cmd.module, cmd.version);
+      return rp;
+    },
+    [=](retire_atom, std::string& module, std::string& version, uint64_t generation) {
+      // The drain deadline: stop the actors; their in-flight requests fail.
+      auto& st = self->state;
+      auto mi = st.modules.find(module);
+      if (mi == st.modules.end())
+        return;
+      auto si = mi->second.slots.find(version);
+      if (si == mi->second.slots.end() || si->second.generation != generation
+          || si->second.stopping)
+        return;
+      logger("worker")->warn("{} drain deadline passed with {} in flight; stopping its actors",
+                             tag(st, module, version), mi->second.router.in_flight(version));
+      stop_actors(self, module, version, caf::exit_reason::kill);
+    },
+    [=](get_atom) {
+      auto& st = self->state;
+      host_view out;
+      out.node = st.env.node_id;
+      out.environment = st.env.environment;
+      out.loaded_libraries = st.libraries;
+      double weighted_mean = 0;
+      for (auto& [name, m] : st.modules) {
+        if (m.slots.empty())
+          continue;
+        auto mv = module_view_of(st, name, m);
+        for (auto& v : mv.versions) {
+          out.invocations += v.invocations;
+          out.errors += v.errors;
+          out.per_second += v.per_second;
+          out.p95_ms = std::max(out.p95_ms, v.p95_ms);
+        }
+        out.modules.push_back(std::move(mv));
+      }
+      for (auto& [name, m] : st.modules)
+        for (auto& [version, s] : m.slots) {
+          auto w = s.window.stats(steady_ms(), st.env.window_seconds);
+          weighted_mean += w.mean_ms * static_cast<double>(w.invocations);
+        }
+      out.mean_ms = out.invocations > 0 ? weighted_mean / static_cast<double>(out.invocations) : 0;
+      return out;
+    },
+    [=](sdk::publish_atom, std::string& module, std::string& version, sdk::event& ev) {
+      // The event stream arrives with the events issue; until then module
+      // events are logged and counted.
+      auto& st = self->state;
+      logger("worker")->info("{} event {}: {}", tag(st, module, version), ev.topic, ev.payload);
+      if (st.env.metrics)
+        st.env.metrics->module_events().Increment();
+    },
+    [=](sdk::metric_atom, std::string& module, std::string& version, sdk::metric& m) {
+      auto& st = self->state;
+      auto mi = st.modules.find(module);
+      if (mi == st.modules.end())
+        return;
+      auto si = mi->second.slots.find(version);
+      if (si == mi->second.slots.end())
+        return;
+      auto valid = !m.name.empty() && m.name.size() <= 64
+                   && std::all_of(m.name.begin(), m.name.end(), [](char c) {
+                        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                      });
+      auto& custom = si->second.custom;
+      if (!valid || (custom.size() >= 16 && custom.count(m.name) == 0)) {
+        logger("worker")->debug("{} metric {} ignored (invalid name or more than 16 names)",
+                                tag(st, module, version), m.name);
+        return;
+      }
+      custom[m.name] = m.value;
+    },
+  };
+}
+
+} // namespace
+
+module_host_actor spawn_module_host(caf::actor_system& sys, module_host_env env) {
+  ++sdk_instances_anchor;
+  return sys.spawn(host, std::move(env));
+}
+
+void register_worker_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<sdk::request>("hotswap_sdk_request");
+  cfg.add_message_type<sdk::reply>("hotswap_sdk_reply");
+  cfg.add_message_type<sdk::event>("hotswap_sdk_event");
+  cfg.add_message_type<sdk::metric>("hotswap_sdk_metric");
+  cfg.add_message_type<command_origin>("command_origin");
+  cfg.add_message_type<stage_command>("stage_command");
+  cfg.add_message_type<weights_command>("weights_command");
+  cfg.add_message_type<retire_command>("retire_command");
+  cfg.add_message_type<invoke_result>("invoke_result");
+  cfg.add_message_type<version_view>("version_view");
+  cfg.add_message_type<module_view>("module_view");
+  cfg.add_message_type<host_view>("host_view");
+  cfg.add_message_type<load_request>("load_request");
+  cfg.add_message_type<std::map<std::string, uint32_t>>("std::map<std::string,uint32_t>");
+  cfg.add_message_type<std::map<std::string, double>>("std::map<std::string,double>");
+  cfg.add_message_type<std::vector<version_view>>("std::vector<version_view>");
+  cfg.add_message_type<std::vector<module_view>>("std::vector<module_view>");
+}
+
+} // namespace hotswap
