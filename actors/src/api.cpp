@@ -832,6 +832,450 @@ void get_audit_authentication(bridge_ptr self, const call_ptr& c) {
   run_audit_query(self, c, q);
 }
 
+// -- modules ------------------------------------------------------------------------------
+
+/// An environment by name (case-insensitive) or legacy number 0-3; empty
+/// when invalid.
+std::string canonical_environment(const std::string& text) {
+  auto& names = config::environment_names();
+  if (text.size() == 1 && text[0] >= '0' && text[0] <= '3')
+    return names[static_cast<size_t>(text[0] - '0')];
+  for (auto& n : names)
+    if (lower(n) == lower(text))
+      return n;
+  return {};
+}
+
+/// Reads ?environment= (required); replies 400 and returns empty when bad.
+std::string read_environment(const call_ptr& c, bool required) {
+  auto& q = c->req().query;
+  auto i = q.find("environment");
+  if (i == q.end() || i->second.empty()) {
+    if (required) {
+      field_errors errs;
+      errs["environment"].push_back("The environment query parameter is required "
+                                    "(Development, QA, Staging, Production or 0-3).");
+      reply_problem(c, 400, "An environment is required.", errs);
+    }
+    return {};
+  }
+  auto env = canonical_environment(i->second);
+  if (env.empty()) {
+    field_errors errs;
+    errs["environment"].push_back("The environment must be Development, QA, Staging, "
+                                  "Production or 0-3.");
+    reply_problem(c, 400, "Unknown environment " + i->second + ".", errs);
+  }
+  return env;
+}
+
+/// Tenant users see platform modules and their tenant's.
+bool visible(const call_ptr& c, const module_record& r) {
+  return c->who.tenant_id.empty() || r.tenant_id.empty() || r.tenant_id == c->who.tenant_id;
+}
+
+void post_module(bridge_ptr self, const call_ptr& c) {
+  auto& req = c->req();
+  module_upload up;
+  up.name = req.header("x-module-name");
+  up.version = req.header("x-module-version");
+  up.signature_b64 = req.header("x-module-signature");
+  up.description = req.header("x-module-description");
+  field_errors errs;
+  if (up.name.empty())
+    errs["X-Module-Name"].push_back("The X-Module-Name header is required.");
+  else if (!valid_module_name(up.name))
+    errs["X-Module-Name"].push_back("The module name must match ^[a-z0-9][a-z0-9-]{1,62}[a-z0-9]$.");
+  if (up.version.empty())
+    errs["X-Module-Version"].push_back("The X-Module-Version header is required.");
+  else if (!valid_semver(up.version))
+    errs["X-Module-Version"].push_back("The version must be SemVer MAJOR.MINOR.PATCH[-pre].");
+  if (up.description.size() > 1000)
+    errs["X-Module-Description"].push_back("The description is limited to 1000 characters.");
+  auto ctype = lower(req.header("content-type"));
+  if (!ctype.empty() && ctype.rfind("application/octet-stream", 0) != 0)
+    errs["Content-Type"].push_back("The body must be application/octet-stream (the raw "
+                                   "shared library).");
+  if (req.body.empty())
+    errs["body"].push_back("The body must hold the module's shared library bytes.");
+  if (req.query.count("environment")) {
+    up.environment = read_environment(c, false);
+    if (up.environment.empty())
+      return; // answered
+  }
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The module upload is invalid.", errs);
+    return;
+  }
+  up.bytes = req.body;
+  up.username = c->who.username;
+  up.tenant_id = c->who.tenant_id;
+  up.trace_id = req.trace_id;
+  up.source_ip = c->client_ip;
+  auto location = "/api/v1/modules/" + up.name + "/versions";
+  self->request(self->state.env.catalog, caf::infinite, module_atom::value, put_atom::value, up)
+    .then(
+      [=](module_put_result& r) {
+        if (r.created)
+          c->extra_headers.emplace_back("Location", location);
+        reply_json(c, r.created ? 201 : 200, module_record_json(r.record));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_modules(bridge_ptr self, const call_ptr& c) {
+  self->request(self->state.env.store, timeout_of(self), module_atom::value, list_atom::value,
+                std::string{})
+    .then(
+      [=](std::vector<module_record>& rows) {
+        // Rows come ordered by name, then upload time.
+        json::array out;
+        size_t i = 0;
+        while (i < rows.size()) {
+          auto j = i;
+          json::array versions;
+          std::string latest;
+          for (; j < rows.size() && rows[j].name == rows[i].name; ++j) {
+            if (!visible(c, rows[j]))
+              continue;
+            versions.emplace_back(rows[j].version);
+            if (latest.empty() || compare_semver(rows[j].version, latest) > 0)
+              latest = rows[j].version;
+          }
+          if (!versions.empty()) {
+            json::object o;
+            o["name"] = rows[i].name;
+            o["latestVersion"] = latest;
+            o["versions"] = std::move(versions);
+            out.push_back(std::move(o));
+          }
+          i = j;
+        }
+        reply_json(c, 200, json::serialize(out));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_module_versions(bridge_ptr self, const call_ptr& c) {
+  auto name = c->params[0];
+  self->request(self->state.env.store, timeout_of(self), module_atom::value, list_atom::value,
+                name)
+    .then(
+      [=](std::vector<module_record>& rows) {
+        std::vector<std::string> items;
+        for (auto& r : rows)
+          if (visible(c, r))
+            items.push_back(module_record_json(r));
+        if (items.empty()) {
+          reply_problem(c, 404, "No module named " + name + ".");
+          return;
+        }
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+/// The worker of `env` on this node, or a 503 answer.
+const module_host_actor* worker_of(bridge_ptr self, const call_ptr& c, const std::string& env) {
+  auto& hosts = self->state.env.hosts;
+  auto i = hosts.find(env);
+  if (i == hosts.end()) {
+    reply_problem(c, 503, "This node has no worker for " + env
+                            + " (node.roles needs \"worker\" and node.environments " + env + ").");
+    return nullptr;
+  }
+  return &i->second;
+}
+
+void post_module_invoke(bridge_ptr self, const call_ptr& c) {
+  auto env = read_environment(c, true);
+  if (env.empty())
+    return;
+  auto host = worker_of(self, c, env);
+  if (host == nullptr)
+    return;
+  sdk::request req;
+  req.payload = c->req().body;
+  req.content_type = c->req().header("content-type");
+  req.trace_id = c->req().trace_id;
+  req.caller = "http:" + c->who.username;
+  self->request(*host, caf::infinite, sdk::invoke_atom::value, c->params[0], std::move(req))
+    .then(
+      [=](invoke_result& r) {
+        c->extra_headers.emplace_back("X-Module-Version", r.version);
+        if (!r.reply.ok()) {
+          reply_problem(c, 502, "Module " + r.module + " " + r.version + " answered with an error: "
+                                  + r.reply.error);
+          return;
+        }
+        http_response res;
+        res.status = 200;
+        res.content_type = r.reply.content_type.empty() ? "application/octet-stream"
+                                                         : r.reply.content_type;
+        res.body = std::move(r.reply.payload);
+        reply(c, std::move(res));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+// -- worker commands (operator API) -------------------------------------------------------
+
+/// Reads {owner?, epoch?, weight?} from an optional JSON body.
+bool read_origin(const call_ptr& c, command_origin& o, json::object* body_out) {
+  o.owner = "operator";
+  o.epoch = 0;
+  o.actor_user = c->who.username;
+  o.trace_id = c->req().trace_id;
+  if (c->req().body.empty())
+    return true;
+  auto body = parse_object(c);
+  if (!body)
+    return false;
+  field_errors errs;
+  if (auto v = body->if_contains("owner"); v && !v->is_null()) {
+    if (!v->is_string() || v->as_string().empty() || v->as_string().size() > 200)
+      errs["owner"].push_back("The owner must be a non-empty string of at most 200 characters.");
+    else
+      o.owner = std::string(v->as_string());
+  }
+  if (auto v = body->if_contains("epoch"); v && !v->is_null()) {
+    if (!v->is_int64() || v->as_int64() < 0)
+      errs["epoch"].push_back("The epoch must be a non-negative integer.");
+    else
+      o.epoch = v->as_int64();
+  }
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The worker command is invalid.", errs);
+    return false;
+  }
+  if (body_out)
+    *body_out = std::move(*body);
+  return true;
+}
+
+/// Worker command errors: a stale epoch is a conflict for the caller.
+void reply_command_error(const call_ptr& c, const caf::error& err) {
+  if (errc_of(err) == errc::fenced) {
+    reply_problem(c, 409, error_detail(err));
+    return;
+  }
+  reply_error(c, err);
+}
+
+json::object version_view_json(const version_view& v) {
+  json::object o;
+  o["version"] = v.version;
+  o["weight"] = v.weight;
+  o["state"] = v.state;
+  o["inFlight"] = v.in_flight;
+  o["invocations"] = v.invocations;
+  o["errors"] = v.errors;
+  o["p50Ms"] = v.p50_ms;
+  o["p95Ms"] = v.p95_ms;
+  o["p99Ms"] = v.p99_ms;
+  o["digest"] = v.digest;
+  o["signed"] = v.is_signed;
+  return o;
+}
+
+std::string module_view_json(const module_view& m) {
+  json::array versions;
+  for (auto& v : m.versions)
+    versions.push_back(version_view_json(v));
+  json::object o;
+  o["name"] = m.name;
+  o["versions"] = std::move(versions);
+  return json::serialize(o);
+}
+
+void post_worker_stage(bridge_ptr self, const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty()) {
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+    return;
+  }
+  stage_command cmd;
+  cmd.module = c->params[1];
+  cmd.version = c->params[2];
+  json::object body;
+  if (!read_origin(c, cmd.origin, &body))
+    return;
+  if (auto v = body.if_contains("weight"); v && !v->is_null()) {
+    if (!v->is_int64() || v->as_int64() < 0 || v->as_int64() > 1000000) {
+      field_errors errs;
+      errs["weight"].push_back("The weight must be an integer from 0 to 1000000.");
+      reply_problem(c, 400, "The stage command is invalid.", errs);
+      return;
+    }
+    cmd.weight = static_cast<int32_t>(v->as_int64());
+  }
+  auto host = worker_of(self, c, env);
+  if (host == nullptr)
+    return;
+  self->request(*host, caf::infinite, stage_atom::value, cmd)
+    .then([=](version_view& v) { reply_json(c, 200, json::serialize(version_view_json(v))); },
+          [=](caf::error& err) { reply_command_error(c, err); });
+}
+
+void put_worker_weights(bridge_ptr self, const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty()) {
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+    return;
+  }
+  weights_command cmd;
+  cmd.module = c->params[1];
+  json::object body;
+  if (c->req().body.empty()) {
+    reply_problem(c, 400, "The body must be {\"weights\": {\"<version>\": <weight>, ...}}.");
+    return;
+  }
+  if (!read_origin(c, cmd.origin, &body))
+    return;
+  field_errors errs;
+  auto w = body.if_contains("weights");
+  if (!w || !w->is_object() || w->as_object().empty()) {
+    errs["weights"].push_back("The weights must be a non-empty object of version: weight.");
+  } else {
+    for (auto& kv : w->as_object()) {
+      if (!kv.value().is_int64() || kv.value().as_int64() < 0
+          || kv.value().as_int64() > 1000000)
+        errs["weights"].push_back("The weight of " + std::string(kv.key())
+                                  + " must be an integer from 0 to 1000000.");
+      else
+        cmd.weights[std::string(kv.key())] = static_cast<uint32_t>(kv.value().as_int64());
+    }
+  }
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The weights are invalid.", errs);
+    return;
+  }
+  auto host = worker_of(self, c, env);
+  if (host == nullptr)
+    return;
+  self->request(*host, caf::infinite, weights_atom::value, cmd)
+    .then([=](module_view& m) { reply_json(c, 200, module_view_json(m)); },
+          [=](caf::error& err) { reply_command_error(c, err); });
+}
+
+void post_worker_retire(bridge_ptr self, const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty()) {
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+    return;
+  }
+  retire_command cmd;
+  cmd.module = c->params[1];
+  cmd.version = c->params[2];
+  if (!read_origin(c, cmd.origin, nullptr))
+    return;
+  auto host = worker_of(self, c, env);
+  if (host == nullptr)
+    return;
+  auto module = cmd.module;
+  auto version = cmd.version;
+  self->request(*host, caf::infinite, retire_atom::value, cmd)
+    .then(
+      [=](ok_atom) {
+        json::object o;
+        o["name"] = module;
+        o["version"] = version;
+        o["environment"] = env;
+        o["state"] = "Retired";
+        reply_json(c, 200, json::serialize(o));
+      },
+      [=](caf::error& err) { reply_command_error(c, err); });
+}
+
+// -- clusters -------------------------------------------------------------------------------
+
+void get_clusters(bridge_ptr self, const call_ptr& c) {
+  self->request(self->state.env.fleet, timeout_of(self), list_atom::value)
+    .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
+          [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_cluster(bridge_ptr self, const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty()) {
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+    return;
+  }
+  self->request(self->state.env.fleet, timeout_of(self), get_atom::value, env)
+    .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
+          [=](caf::error& err) { reply_error(c, err); });
+}
+
+/// "30s", "5m", "1h" (or a bare number of seconds) -> milliseconds; -1 when bad.
+int64_t parse_interval(const std::string& text) {
+  if (text.empty())
+    return -1;
+  size_t pos = 0;
+  int64_t n = 0;
+  while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
+    n = n * 10 + (text[pos] - '0');
+    if (n > 100000000)
+      return -1;
+    ++pos;
+  }
+  if (pos == 0)
+    return -1;
+  auto unit = text.substr(pos);
+  int64_t scale = 0;
+  if (unit.empty() || unit == "s")
+    scale = 1000;
+  else if (unit == "m")
+    scale = 60000;
+  else if (unit == "h")
+    scale = 3600000;
+  else if (unit == "d")
+    scale = 86400000;
+  if (scale == 0 || n == 0)
+    return -1;
+  return n * scale;
+}
+
+void get_cluster_metrics(bridge_ptr self, const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty()) {
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+    return;
+  }
+  auto& q = c->req().query;
+  field_errors errs;
+  auto to = now_millis();
+  auto from = to - 3600000;
+  int64_t interval = 60000;
+  if (auto i = q.find("interval"); i != q.end() && !i->second.empty()) {
+    interval = parse_interval(i->second);
+    if (interval < 0)
+      errs["interval"].push_back("The interval must look like 30s, 5m or 1h.");
+  }
+  auto read_time = [&](const char* key, millis& out) {
+    auto i = q.find(key);
+    if (i == q.end() || i->second.empty())
+      return;
+    bool ok = false;
+    out = parse_rfc3339(i->second, &ok);
+    if (!ok)
+      errs[key].push_back(std::string{key} + " must be an RFC 3339 time.");
+  };
+  read_time("to", to);
+  if (q.count("from") == 0 || q.at("from").empty())
+    from = to - 3600000;
+  read_time("from", from);
+  if (errs.empty() && from > to)
+    errs["from"].push_back("from must not be after to.");
+  if (!errs.empty()) {
+    reply_problem(c, 400, "Invalid metrics query.", errs);
+    return;
+  }
+  self->request(self->state.env.fleet, timeout_of(self), metrics_atom::value, env, from, to,
+                interval)
+    .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
+          [=](caf::error& err) { reply_error(c, err); });
+}
+
 // -- routing ------------------------------------------------------------------------------
 
 std::vector<route> make_routes() {
@@ -874,6 +1318,18 @@ std::vector<route> make_routes() {
     add("POST", p + "/{}/activate", post_tenant_activate, true, 3, true);
     add("PUT", p + "/{}/subscription", put_tenant_subscription, true, 3, true);
   }
+  add("POST", "/api/v1/modules", post_module, true, 2);
+  add("GET", "/api/v1/modules", get_modules, true, 1);
+  add("GET", "/api/v1/modules/{}/versions", get_module_versions, true, 1);
+  add("POST", "/api/v1/modules/{}/invoke", post_module_invoke, true, 1);
+  add("GET", "/api/v1/clusters", get_clusters, true, 1, false, "clusters");
+  add("GET", "/api/v1/clusters/{}", get_cluster, true, 1, false, "clusters");
+  add("GET", "/api/v1/clusters/{}/metrics", get_cluster_metrics, true, 1, false, "clusters");
+  add("POST", "/api/v1/clusters/{}/modules/{}/versions/{}/stage", post_worker_stage, true, 3,
+      true);
+  add("PUT", "/api/v1/clusters/{}/modules/{}/weights", put_worker_weights, true, 3, true);
+  add("POST", "/api/v1/clusters/{}/modules/{}/versions/{}/retire", post_worker_retire, true, 3,
+      true);
   add("GET", "/api/v1/auditlogs/category/{}", get_audit_category, true, 3, true);
   add("GET", "/api/v1/auditlogs/trace/{}", get_audit_trace, true, 3, true);
   add("GET", "/api/v1/auditlogs/deployments/{}", get_audit_deployment, true, 3, true);

@@ -125,6 +125,23 @@ struct host_state {
   uint64_t generations = 0;
   uint64_t libraries = 0;
   static inline const char* name = "module_host";
+
+  host_state() = default;
+  host_state(const host_state&) = delete;
+  host_state& operator=(const host_state&) = delete;
+
+  /// The host is going away (node shutdown or failure): its handler actors
+  /// and gateways go with it (they are not linked, so a module's failure
+  /// never takes the host down).
+  ~host_state() {
+    for (auto& [name, m] : modules)
+      for (auto& [version, s] : m.slots) {
+        for (auto& a : s.actors)
+          caf::anon_send_exit(a, caf::exit_reason::kill);
+        if (s.gateway)
+          caf::anon_send_exit(s.gateway, caf::exit_reason::kill);
+      }
+  }
 };
 
 using host_ptr = module_host_actor::stateful_pointer<host_state>;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <pthread.h>
+#include <unistd.h>
 #include <thread>
 
 #include "caf/actor_system.hpp"
@@ -16,6 +17,10 @@
 #include "hotswap/actors/api.hpp"
 #include "hotswap/actors/http_server.hpp"
 #include "hotswap/actors/identity.hpp"
+#include "hotswap/actors/fleet.hpp"
+#include "hotswap/actors/module_catalog.hpp"
+#include "hotswap/actors/module_host.hpp"
+#include "hotswap/actors/module_loader.hpp"
 #include "hotswap/actors/tenant.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/runtime/crypto.hpp"
@@ -28,6 +33,7 @@ namespace hotswap {
 
 void register_types(caf::actor_system_config& cfg) {
   register_runtime_types(cfg);
+  register_worker_types(cfg);
   cfg.add_message_type<node_info>("node_info");
   cfg.add_message_type<claim_outcome>("claim_outcome");
   cfg.add_message_type<request_ctx>("request_ctx");
@@ -249,6 +255,13 @@ int run_node(const config::node_config& cfg) {
   }
   caf::scoped_actor self{sys};
   auto stop_store = [&] { self->send_exit(*store, caf::exit_reason::user_shutdown); };
+  auto trusted = modsig::trusted_keys::load_files(cfg.auth.trusted_module_keys);
+  if (!trusted) {
+    log->error("{}", error_detail(trusted.error()));
+    std::cerr << "hotswapd: " << error_detail(trusted.error()) << std::endl;
+    stop_store();
+    return exit_code::config_error;
+  }
   auto keys = ensure_keys(self, *store);
   if (!keys) {
     log->error("store: cannot load signing keys: {}", error_detail(keys.error()));
@@ -292,6 +305,52 @@ int run_node(const config::node_config& cfg) {
   icfg.dev_mode = cfg.node.dev_mode;
   icfg.keys = *keys;
   auto identity = spawn_identity(sys, icfg, *store, kdf);
+  auto has_role = [&](const char* r) {
+    return std::find(cfg.node.roles.begin(), cfg.node.roles.end(), r) != cfg.node.roles.end();
+  };
+  // Modules: the catalog (uploads) on every node, workers per environment.
+  std::map<std::string, bool> require_signed;
+  for (auto& [name, env] : cfg.environments)
+    require_signed[name] = env.require_signed_modules;
+  auto catalog = spawn_module_catalog(sys, catalog_env{*store, *trusted, require_signed, &metrics});
+  module_loader_actor loader;
+  std::map<std::string, module_host_actor> hosts;
+  if (has_role("worker")) {
+    auto dir = std::filesystem::path(cfg.node.data_dir) / "modules";
+    // Files of a previous run are never reused: a stage fetches and verifies again.
+    std::filesystem::remove_all(dir, ec);
+    loader = spawn_module_loader(sys, loader_env{*store, *trusted, dir.string()});
+    std::map<std::string, std::string> settings;
+    for (auto& [name, m] : cfg.modules)
+      settings[name] = m.settings_json;
+    for (auto& env : cfg.node.environments) {
+      module_host_env me;
+      me.node_id = cfg.node.id;
+      me.environment = env;
+      me.require_signed = cfg.environments.at(env).require_signed_modules;
+      me.loader = loader;
+      me.store = *store;
+      me.metrics = &metrics;
+      me.instances = cfg.worker.instances_per_version;
+      me.drain_timeout = std::chrono::milliseconds(cfg.worker.drain_timeout_ms);
+      me.window_seconds = cfg.worker.metrics_window_seconds;
+      me.settings = settings;
+      hosts.emplace(env, spawn_module_host(sys, me));
+    }
+  }
+  fleet_env fenv;
+  fenv.self_node = self_node;
+  {
+    char buf[256] = {0};
+    fenv.hostname = gethostname(buf, sizeof(buf) - 1) == 0 ? buf : cfg.node.id;
+  }
+  fenv.registry = registry;
+  fenv.hosts = hosts;
+  fenv.node_ttl = std::chrono::milliseconds(cfg.cluster.node_ttl_ms);
+  fenv.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_ms);
+  fenv.sample_interval = std::chrono::milliseconds(cfg.worker.sample_interval_ms);
+  fenv.retention = cfg.worker.sample_retention;
+  auto fleet = spawn_fleet(sys, fenv);
   api_env aenv;
   aenv.cfg = shared_cfg;
   aenv.store = *store;
@@ -301,6 +360,9 @@ int run_node(const config::node_config& cfg) {
   aenv.metrics = &metrics;
   aenv.limiter = std::make_shared<rate_limiter>();
   aenv.keys = *keys;
+  aenv.hosts = hosts;
+  aenv.catalog = catalog;
+  aenv.fleet = fleet;
   std::vector<bridge_actor> bridges;
   for (uint32_t i = 0; i < std::max(1u, cfg.http.io_threads); ++i)
     bridges.push_back(spawn_bridge(sys, aenv));
@@ -323,6 +385,12 @@ int run_node(const config::node_config& cfg) {
     for (auto& b : bridges)
       self->send_exit(b, caf::exit_reason::user_shutdown);
     self->send_exit(identity, caf::exit_reason::user_shutdown);
+    self->send_exit(fleet, caf::exit_reason::user_shutdown);
+    self->send_exit(catalog, caf::exit_reason::user_shutdown);
+    for (auto& [env, h] : hosts)
+      self->send_exit(h, caf::exit_reason::user_shutdown);
+    if (loader)
+      self->send_exit(loader, caf::exit_reason::user_shutdown);
     self->send_exit(kdf, caf::exit_reason::user_shutdown);
     self->send_exit(tenants, caf::exit_reason::user_shutdown);
     self->send_exit(registry, caf::exit_reason::user_shutdown);

@@ -12,8 +12,11 @@
 #include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/typed_actor.hpp"
 
+#include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/http_types.hpp"
 #include "hotswap/actors/identity.hpp"
+#include "hotswap/actors/module_catalog.hpp"
+#include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/rate_limiter.hpp"
 #include "hotswap/actors/tenant.hpp"
 #include "hotswap/cluster/registry.hpp"
@@ -34,6 +37,10 @@ struct api_env {
   node_metrics* metrics = nullptr;
   std::shared_ptr<rate_limiter> limiter;
   std::vector<signing_key> keys;
+  /// This node's workers by environment (empty without the worker role).
+  std::map<std::string, module_host_actor> hosts;
+  module_catalog_actor catalog;
+  fleet_actor fleet;
 };
 
 using bridge_actor = caf::typed_actor<caf::reacts_to<http_exchange_ptr>,
