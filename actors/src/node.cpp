@@ -12,11 +12,13 @@
 #include "caf/actor_system.hpp"
 #include "caf/event_based_actor.hpp"
 #include "caf/scoped_actor.hpp"
+#include "caf/io/middleman.hpp"
 #include "caf/send.hpp"
 
 #include "hotswap/actors/api.hpp"
 #include "hotswap/actors/http_server.hpp"
 #include "hotswap/actors/identity.hpp"
+#include "hotswap/actors/invoker.hpp"
 #include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/module_catalog.hpp"
 #include "hotswap/actors/module_host.hpp"
@@ -58,6 +60,7 @@ struct node_actor_config : caf::actor_system_config {
     auto cores = std::max(2u, std::thread::hardware_concurrency());
     set("scheduler.policy", caf::atom("sharing"));
     set("scheduler.max-threads", static_cast<size_t>(cores));
+    load<caf::io::middleman>();
   }
 };
 
@@ -351,6 +354,35 @@ int run_node(const config::node_config& cfg) {
   fenv.sample_interval = std::chrono::milliseconds(cfg.worker.sample_interval_ms);
   fenv.retention = cfg.worker.sample_retention;
   auto fleet = spawn_fleet(sys, fenv);
+  // Typed module invocations over CAF (any actor in the cluster, external
+  // CAF clients) on cluster.listen.
+  node_invoker_actor invoker;
+  uint16_t caf_port = 0;
+  if (has_role("worker")) {
+    invoker = spawn_node_invoker(sys, hosts);
+    auto [chost, cport] = split_listen(cfg.cluster.listen);
+    auto published = sys.middleman().publish(invoker, cport, chost.c_str(), true);
+    if (!published) {
+      auto why = "cluster.listen: cannot listen on " + cfg.cluster.listen + ": "
+                 + sys.render(published.error());
+      log->error("{}", why);
+      std::cerr << "hotswapd: " << why << std::endl;
+      self->send_exit(invoker, caf::exit_reason::user_shutdown);
+      self->send_exit(fleet, caf::exit_reason::user_shutdown);
+      self->send_exit(catalog, caf::exit_reason::user_shutdown);
+      for (auto& [env, h] : hosts)
+        self->send_exit(h, caf::exit_reason::user_shutdown);
+      self->send_exit(loader, caf::exit_reason::user_shutdown);
+      self->send_exit(identity, caf::exit_reason::user_shutdown);
+      self->send_exit(kdf, caf::exit_reason::user_shutdown);
+      self->send_exit(tenants, caf::exit_reason::user_shutdown);
+      self->send_exit(registry, caf::exit_reason::user_shutdown);
+      stop_store();
+      return exit_code::failure;
+    }
+    caf_port = *published;
+    log->info("module invocations over CAF on {}:{}", chost, caf_port);
+  }
   api_env aenv;
   aenv.cfg = shared_cfg;
   aenv.store = *store;
@@ -387,6 +419,10 @@ int run_node(const config::node_config& cfg) {
     self->send_exit(identity, caf::exit_reason::user_shutdown);
     self->send_exit(fleet, caf::exit_reason::user_shutdown);
     self->send_exit(catalog, caf::exit_reason::user_shutdown);
+    if (invoker) {
+      sys.middleman().unpublish(invoker, caf_port);
+      self->send_exit(invoker, caf::exit_reason::user_shutdown);
+    }
     for (auto& [env, h] : hosts)
       self->send_exit(h, caf::exit_reason::user_shutdown);
     if (loader)
@@ -420,6 +456,9 @@ int run_node(const config::node_config& cfg) {
   }};
   auto url = "http://" + host + ":" + std::to_string(*bound);
   std::cout << "hotswapd: node " << cfg.node.id << " listening on " << url << std::endl;
+  if (invoker)
+    std::cout << "hotswapd: module invocations over CAF (node_invoker_actor) on "
+              << split_listen(cfg.cluster.listen).first << ":" << caf_port << std::endl;
   if (cfg.node.dev_mode)
     std::cout << "hotswapd: development mode - log in with POST " << url
               << "/api/v1/authentication/login {\"username\":\"admin\",\"password\":\"Admin123!\"}"

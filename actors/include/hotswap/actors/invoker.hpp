@@ -1,0 +1,29 @@
+#pragma once
+
+// The node's invocation entry point over CAF: routes (environment, module,
+// request) to the module_host of that environment on this node. Published
+// on cluster.listen through CAF's middleman, so any actor in the cluster and
+// any external CAF client can call modules with typed messages
+// (examples/invoke_client.cpp).
+
+#include <map>
+#include <string>
+
+#include "caf/actor_system.hpp"
+#include "caf/replies_to.hpp"
+#include "caf/typed_actor.hpp"
+
+#include "hotswap/actors/module_host.hpp"
+
+namespace hotswap {
+
+using node_invoker_actor = caf::typed_actor<
+  /// (environment, module, request) -> the module's answer. Errors:
+  /// not_found (environment not served here, or module not loaded),
+  /// unavailable, module_failure (see module_invoker_actor).
+  caf::replies_to<sdk::invoke_atom, std::string, std::string, sdk::request>::with<invoke_result>>;
+
+node_invoker_actor spawn_node_invoker(caf::actor_system& sys,
+                                      std::map<std::string, module_host_actor> hosts);
+
+} // namespace hotswap
