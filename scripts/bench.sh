@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs both benchmarks of docs/performance.md in one go, each against its raw
+# Runs the benchmarks of docs/performance.md in one go, each against its raw
 # baseline measured in the same run:
 #   1. GET /api/tenants/{id} on a real hotswapd vs a raw Beast server (http_bench)
 #   2. snapshot writes through the store actor vs a raw libpq upsert (snapshot_bench)
+#   3. module invocations through module_host vs direct requests to the
+#      module's actors, and client pauses during hot swaps (module_bench)
 # Starts a private PostgreSQL (scripts/services.sh) and a node on a free port,
 # stops both at the end. Usage: scripts/bench.sh [build dir]
 set -euo pipefail
@@ -12,7 +14,7 @@ cd "$root"
 source scripts/deps.sh
 hotswap_install_deps >/dev/null
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C "$build" hotswapd http_bench snapshot_bench >/dev/null
+ninja -C "$build" hotswapd http_bench snapshot_bench module_bench example_modules >/dev/null
 
 if [ -z "${HOTSWAP_TEST_PG_URL:-}" ]; then
   exec scripts/services.sh run -- "$0" "$build"
@@ -52,3 +54,5 @@ echo "== HTTP: GET /api/tenants/{id} vs raw Beast"
   --connections 32 --seconds 3 --rounds 3
 echo "== snapshot writes: store actor put (+ audit) vs raw libpq upsert"
 "$build/bench/snapshot_bench" "$HOTSWAP_TEST_PG_URL" 3000 1 4
+echo "== module invocations: module_host vs direct to the module's actors; hot swap pauses"
+"$build/bench/module_bench" "$build/examples/modules" --requests 20000 --rounds 3 --swaps 20
