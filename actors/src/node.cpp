@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <thread>
+#include <vector>
 
 #include "caf/actor_system.hpp"
 #include "caf/event_based_actor.hpp"
@@ -69,6 +70,9 @@ struct root_env {
   http_server* http = nullptr;
   tenant_host_actor tenants;
   identity_actor identity;
+  /// Further children whose failure stops the node (workers, loader,
+  /// catalog, fleet monitor): without them the node would serve half its API.
+  std::vector<caf::actor> others;
   std::chrono::milliseconds drain_timeout{10000};
 };
 
@@ -86,6 +90,8 @@ caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
   self->state.env = env;
   self->monitor(env.tenants);
   self->monitor(env.identity);
+  for (auto& a : env.others)
+    self->monitor(a);
   auto log = logger("node");
   auto passivate = [=] {
     log->info("passivating entities");
@@ -443,6 +449,14 @@ int run_node(const config::node_config& cfg) {
   renv.http = &http;
   renv.tenants = tenants;
   renv.identity = identity;
+  renv.others.push_back(caf::actor_cast<caf::actor>(catalog));
+  renv.others.push_back(caf::actor_cast<caf::actor>(fleet));
+  for (auto& [env, h] : hosts)
+    renv.others.push_back(caf::actor_cast<caf::actor>(h));
+  if (loader)
+    renv.others.push_back(caf::actor_cast<caf::actor>(loader));
+  if (invoker)
+    renv.others.push_back(caf::actor_cast<caf::actor>(invoker));
   renv.drain_timeout = std::chrono::milliseconds(cfg.http.drain_timeout_ms);
   auto root = sys.spawn(node_root, renv);
   // The signal thread turns SIGTERM/SIGINT into a shutdown message.

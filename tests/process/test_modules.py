@@ -8,12 +8,10 @@ signatures are made with it in setUpModule, as a module author would).
 
 import base64
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 import urllib.parse
 
