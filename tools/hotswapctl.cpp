@@ -1,12 +1,16 @@
 // hotswapctl: the command-line client for hotswap modules. Signs, verifies and
-// inspects module files locally; uploads and invokes them through the REST API
-// (plain HTTP, Boost.Beast). A thin tool: blocking I/O, one request at a time.
+// inspects module files locally; uploads, lists and invokes them, and stages,
+// weighs and retires versions on a node's workers, through the REST API (plain
+// HTTP, Boost.Beast). A thin tool: blocking I/O, one request at a time.
+// Operator documentation: docs/hotswapctl.md.
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -64,10 +68,27 @@ constexpr const char* usage_text
     "                           [--content-type TYPE] NAME [PAYLOAD | -]\n"
     "      Calls the module (POST /api/v1/modules/NAME/invoke); `-` reads the payload\n"
     "      from standard input. Prints the answering version and the answer.\n"
+    "  hotswapctl module list --url http://HOST:PORT AUTH [NAME]\n"
+    "      Lists the uploaded modules, or every uploaded version of NAME (JSON).\n"
+    "  hotswapctl worker stage --url http://HOST:PORT AUTH --environment ENV\n"
+    "                          [--weight N] [--owner O] [--epoch E] NAME VERSION\n"
+    "      Loads an uploaded version into the node's ENV worker (Admin). Without\n"
+    "      --weight it gets 100 when no other version carries traffic, else 0.\n"
+    "  hotswapctl worker weights --url http://HOST:PORT AUTH --environment ENV\n"
+    "                            --weights V=W[,V=W...] [--owner O] [--epoch E] NAME\n"
+    "      Sets the traffic split between NAME's loaded versions (unlisted: 0).\n"
+    "  hotswapctl worker retire --url http://HOST:PORT AUTH --environment ENV\n"
+    "                           [--owner O] [--epoch E] NAME VERSION\n"
+    "      Drains the version's in-flight calls and unloads it.\n"
+    "  hotswapctl login --url http://HOST:PORT --user NAME [--password PW]\n"
+    "      Prints a bearer token for --token or HOTSWAP_TOKEN.\n"
     "\n"
     "AUTH is --token TOKEN, or --user NAME with --password PW (default: the\n"
-    "HOTSWAP_PASSWORD environment variable). push and invoke take --timeout SECONDS\n"
-    "(default 60) per network step. Exit status: 0 success, 1 failure, 2 usage error.\n";
+    "HOTSWAP_PASSWORD environment variable); without either, the HOTSWAP_TOKEN\n"
+    "environment variable. --user logs in on every call and logins are rate-limited\n"
+    "(5 a minute by default): scripts log in once with `hotswapctl login`.\n"
+    "Network commands take --timeout SECONDS (default 60) per network step.\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
 
 // -- command line ------------------------------------------------------------------
 
@@ -260,6 +281,7 @@ struct response {
   std::string reason;
   std::string body;
   std::string module_version;
+  std::string retry_after;
 };
 
 class http_client {
@@ -320,6 +342,7 @@ public:
     out.reason = std::string{res.reason()};
     out.body = std::move(res.body());
     out.module_version = std::string{res["X-Module-Version"]};
+    out.retry_after = std::string{res[http::field::retry_after]};
     stream.socket().shutdown(tcp::socket::shutdown_both, ec); // errors do not matter here
     return true;
   }
@@ -368,7 +391,24 @@ int report_failure(const std::string& what, const response& res) {
   auto why = problem_detail(res.body);
   if (!why.empty())
     text += ": " + why;
+  if (res.status == 429 && !res.retry_after.empty() && header_safe(res.retry_after))
+    text += " (retry after " + res.retry_after + " s)";
   return fail(text);
+}
+
+/// Reads an integer option in [lo, hi]; `fallback` when absent.
+int64_t int_option(const arguments& args, const std::string& key, int64_t lo, int64_t hi,
+                   int64_t fallback) {
+  if (!args.has(key))
+    return fallback;
+  auto text = args.get(key);
+  char* end = nullptr;
+  errno = 0;
+  auto value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno == ERANGE || value < lo || value > hi)
+    throw usage_error{key + " must be an integer from " + std::to_string(lo) + " to "
+                      + std::to_string(hi) + " (got '" + text + "')"};
+  return value;
 }
 
 std::chrono::seconds timeout_of(const arguments& args) {
@@ -380,19 +420,38 @@ std::chrono::seconds timeout_of(const arguments& args) {
   return std::chrono::seconds{value};
 }
 
-/// The bearer token: --token, or a login with --user and its password.
-/// Returns false (message printed) when the login fails.
-bool bearer_token(const arguments& args, http_client& client, std::string& token) {
-  if (args.has("--token") == args.has("--user"))
-    throw usage_error{"give either --token TOKEN or --user NAME"};
+/// The options of every command that talks to a node, plus `extra`.
+std::set<std::string> network_options(std::initializer_list<std::string> extra) {
+  std::set<std::string> out{"--url", "--token", "--user", "--password", "--timeout"};
+  out.insert(extra.begin(), extra.end());
+  return out;
+}
+
+/// Checks the AUTH options up front, so that a usage error comes before any
+/// file is read or request sent.
+void check_auth(const arguments& args) {
+  if (args.has("--token") && args.has("--user"))
+    throw usage_error{"give either --token TOKEN or --user NAME, not both"};
   if (args.has("--password") && !args.has("--user"))
     throw usage_error{"--password needs --user"};
   if (args.has("--token")) {
-    token = args.get("--token");
+    auto token = args.get("--token");
     if (token.empty() || !header_safe(token))
       throw usage_error{"--token is empty or contains control characters"};
-    return true;
+  } else if (args.has("--user")) {
+    if (!args.has("--password") && std::getenv("HOTSWAP_PASSWORD") == nullptr)
+      throw usage_error{"--user needs --password or the HOTSWAP_PASSWORD environment variable"};
+  } else {
+    auto env = std::getenv("HOTSWAP_TOKEN");
+    if (env == nullptr || *env == '\0')
+      throw usage_error{"give --token TOKEN or --user NAME (or set HOTSWAP_TOKEN)"};
+    if (!header_safe(env))
+      throw usage_error{"HOTSWAP_TOKEN contains control characters"};
   }
+}
+
+/// Logs in as --user; false (message printed) when the login fails.
+bool login_token(const arguments& args, http_client& client, std::string& token) {
   std::string password = args.get("--password");
   if (!args.has("--password")) {
     auto env = std::getenv("HOTSWAP_PASSWORD");
@@ -409,6 +468,10 @@ bool bearer_token(const arguments& args, http_client& client, std::string& token
     return false;
   if (!success(res)) {
     report_failure("login as " + args.get("--user") + " failed", res);
+    if (res.status == 429)
+      std::cerr << "hotswapctl: logins are rate-limited per user and address; log in once "
+                   "(token=$(hotswapctl login ...)) and pass --token or HOTSWAP_TOKEN"
+                << std::endl;
     return false;
   }
   boost::system::error_code ec;
@@ -426,6 +489,41 @@ bool bearer_token(const arguments& args, http_client& client, std::string& token
     return false;
   }
   return true;
+}
+
+/// The bearer token: --token, a login with --user and its password, or the
+/// HOTSWAP_TOKEN environment variable. False (message printed) when the
+/// login fails.
+bool bearer_token(const arguments& args, http_client& client, std::string& token) {
+  check_auth(args);
+  if (args.has("--token")) {
+    token = args.get("--token");
+    return true;
+  }
+  if (args.has("--user"))
+    return login_token(args, client, token);
+  token = std::getenv("HOTSWAP_TOKEN");
+  return true;
+}
+
+/// Sends one authenticated request and prints the JSON answer; the exit status.
+int call_json(const arguments& args, http::verb method, const std::string& path,
+              std::string body, const std::string& what) {
+  auto ep = parse_url(args.require("--url"));
+  auto timeout = timeout_of(args);
+  check_auth(args);
+  http_client client{ep, timeout};
+  std::string token;
+  if (!bearer_token(args, client, token))
+    return exit_failed;
+  response res;
+  if (!client.send(method, path, "application/json", std::move(body),
+                   {{"Accept", "application/json"}, {"Authorization", "Bearer " + token}}, res))
+    return exit_failed;
+  if (!success(res))
+    return report_failure(what + " failed", res);
+  std::cout << res.body << std::endl;
+  return exit_ok;
 }
 
 // -- commands ----------------------------------------------------------------------
@@ -491,16 +589,14 @@ int module_inspect(const std::vector<std::string>& argv) {
 }
 
 int module_push(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv,
-                              {"--url", "--token", "--user", "--password", "--signature", "--key",
-                               "--name", "--version", "--description", "--timeout"},
-                              1, 1);
+  auto args = parse_arguments(
+    argv, network_options({"--signature", "--key", "--name", "--version", "--description"}), 1,
+    1);
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
   if (args.has("--signature") && args.has("--key"))
     throw usage_error{"give either --signature FILE or --key PRIVATE.pem, not both"};
-  if (args.has("--token") == args.has("--user"))
-    throw usage_error{"give either --token TOKEN or --user NAME"};
+  check_auth(args);
   for (auto key : {"--name", "--version", "--description"})
     if (!header_safe(args.get(key)))
       throw usage_error{std::string{key} + " must not contain control characters"};
@@ -520,7 +616,9 @@ int module_push(const std::vector<std::string>& argv) {
       version = info->version;
     if (name != info->name || version != info->version)
       std::cerr << "hotswapctl: warning: uploading as " << name << " " << version
-                << " but the file says " << info->name << " " << info->version << std::endl;
+                << " but the file says " << info->name << " " << info->version
+                << " (a node refuses a file that declares another name or version)"
+                << std::endl;
   }
   std::map<std::string, std::string> headers{{"Accept", "application/json"},
                                              {"X-Module-Name", name},
@@ -560,12 +658,10 @@ int module_push(const std::vector<std::string>& argv) {
 }
 
 int module_invoke(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv,
-                              {"--url", "--token", "--user", "--password", "--environment",
-                               "--content-type", "--timeout"},
-                              1, 2);
+  auto args = parse_arguments(argv, network_options({"--environment", "--content-type"}), 1, 2);
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
+  check_auth(args);
   auto environment = args.require("--environment");
   auto content_type = args.get("--content-type", "application/octet-stream");
   if (!header_safe(content_type))
@@ -596,6 +692,111 @@ int module_invoke(const std::vector<std::string>& argv) {
   return exit_ok;
 }
 
+int module_list(const std::vector<std::string>& argv) {
+  auto args = parse_arguments(argv, network_options({}), 0, 1);
+  if (args.positional.empty())
+    return call_json(args, http::verb::get, "/api/v1/modules", {}, "listing the modules");
+  const auto& name = args.positional[0];
+  return call_json(args, http::verb::get, "/api/v1/modules/" + pct_encode(name) + "/versions",
+                   {}, "listing the versions of " + name);
+}
+
+/// The worker command's JSON body: {owner?, epoch?} and what `body` holds.
+std::string origin_body(const arguments& args, json::object body) {
+  if (args.has("--owner")) {
+    auto owner = args.get("--owner");
+    if (owner.empty() || owner.size() > 200)
+      throw usage_error{"--owner must be 1 to 200 characters"};
+    body["owner"] = owner;
+  }
+  if (args.has("--epoch"))
+    body["epoch"] = int_option(args, "--epoch", 0, INT64_MAX, 0);
+  return body.empty() ? std::string{} : json::serialize(body);
+}
+
+/// /api/v1/clusters/ENV/modules/NAME
+std::string worker_path(const arguments& args, const std::string& name) {
+  auto env = args.require("--environment");
+  if (env.empty())
+    throw usage_error{"--environment is empty"};
+  return "/api/v1/clusters/" + pct_encode(env) + "/modules/" + pct_encode(name);
+}
+
+int worker_stage(const std::vector<std::string>& argv) {
+  auto args = parse_arguments(argv, network_options({"--environment", "--weight", "--owner",
+                                                     "--epoch"}),
+                              2, 2);
+  const auto& name = args.positional[0];
+  const auto& version = args.positional[1];
+  auto path = worker_path(args, name) + "/versions/" + pct_encode(version) + "/stage";
+  json::object body;
+  if (args.has("--weight"))
+    body["weight"] = int_option(args, "--weight", 0, 1000000, 0);
+  return call_json(args, http::verb::post, path, origin_body(args, std::move(body)),
+                   "staging " + name + " " + version + " in " + args.get("--environment"));
+}
+
+/// "1.0.0=50,2.0.0=50" -> {"1.0.0": 50, "2.0.0": 50}
+json::object parse_weights(const std::string& text) {
+  json::object out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    auto comma = text.find(',', pos);
+    auto item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    auto eq = item.rfind('=');
+    if (eq == std::string::npos || eq == 0)
+      throw usage_error{"--weights must look like VERSION=WEIGHT[,VERSION=WEIGHT...] (got '"
+                        + text + "')"};
+    auto version = item.substr(0, eq);
+    arguments one;
+    one.options["--weights"] = item.substr(eq + 1);
+    auto weight = int_option(one, "--weights", 0, 1000000, 0);
+    if (out.contains(version))
+      throw usage_error{"--weights names " + version + " twice"};
+    out[version] = weight;
+    if (comma == std::string::npos)
+      break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+int worker_weights(const std::vector<std::string>& argv) {
+  auto args = parse_arguments(argv, network_options({"--environment", "--weights", "--owner",
+                                                     "--epoch"}),
+                              1, 1);
+  const auto& name = args.positional[0];
+  auto path = worker_path(args, name) + "/weights";
+  json::object body;
+  body["weights"] = parse_weights(args.require("--weights"));
+  return call_json(args, http::verb::put, path, origin_body(args, std::move(body)),
+                   "setting the weights of " + name + " in " + args.get("--environment"));
+}
+
+int worker_retire(const std::vector<std::string>& argv) {
+  auto args = parse_arguments(argv, network_options({"--environment", "--owner", "--epoch"}), 2,
+                              2);
+  const auto& name = args.positional[0];
+  const auto& version = args.positional[1];
+  auto path = worker_path(args, name) + "/versions/" + pct_encode(version) + "/retire";
+  return call_json(args, http::verb::post, path, origin_body(args, {}),
+                   "retiring " + name + " " + version + " in " + args.get("--environment"));
+}
+
+int login(const std::vector<std::string>& argv) {
+  auto args = parse_arguments(argv, {"--url", "--user", "--password", "--timeout"}, 0, 0);
+  auto ep = parse_url(args.require("--url"));
+  auto timeout = timeout_of(args);
+  args.require("--user");
+  check_auth(args);
+  http_client client{ep, timeout};
+  std::string token;
+  if (!login_token(args, client, token))
+    return exit_failed;
+  std::cout << token << std::endl;
+  return exit_ok;
+}
+
 bool wants_help(const std::vector<std::string>& args) {
   for (auto& arg : args) {
     if (arg == "--")
@@ -609,12 +810,23 @@ bool wants_help(const std::vector<std::string>& args) {
 int dispatch(const std::vector<std::string>& args) {
   if (args.empty())
     throw usage_error{"missing command"};
-  if (args[0] != "module")
+  if (args[0] == "login")
+    return login({args.begin() + 1, args.end()});
+  if (args[0] != "module" && args[0] != "worker")
     throw usage_error{"unknown command '" + args[0] + "'"};
   if (args.size() < 2)
-    throw usage_error{"missing module subcommand"};
+    throw usage_error{"missing " + args[0] + " subcommand"};
   std::vector<std::string> rest{args.begin() + 2, args.end()};
   const auto& sub = args[1];
+  if (args[0] == "worker") {
+    if (sub == "stage")
+      return worker_stage(rest);
+    if (sub == "weights")
+      return worker_weights(rest);
+    if (sub == "retire")
+      return worker_retire(rest);
+    throw usage_error{"unknown worker subcommand '" + sub + "'"};
+  }
   if (sub == "sign")
     return module_sign(rest);
   if (sub == "verify")
@@ -625,6 +837,8 @@ int dispatch(const std::vector<std::string>& args) {
     return module_push(rest);
   if (sub == "invoke")
     return module_invoke(rest);
+  if (sub == "list")
+    return module_list(rest);
   throw usage_error{"unknown module subcommand '" + sub + "'"};
 }
 

@@ -1,8 +1,10 @@
 // flaky: answers a configurable share of requests with an error. The share
 // comes from the module's configuration ({"error_percent": 0..100}, default
-// 50), read from the runtime at start; requests are counted so the share is
-// exact over every 100 calls (no random numbers).
+// 50), read from the runtime at start; calls are counted across all handler
+// actors of the version so the share is exact over every 100 calls of the
+// version (no random numbers).
 
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -13,8 +15,11 @@ namespace {
 
 struct flaky_state {
   int error_percent = 50;
-  uint64_t calls = 0;
 };
+
+/// Calls of this version over all its handlers. Module-wide state must be
+/// trivially destructible (docs/modules.md): nothing runs at dlclose.
+std::atomic<uint64_t> calls{0};
 
 /// Reads "error_percent" from a flat JSON object without a JSON library.
 int parse_percent(const std::string& json, int fallback) {
@@ -35,7 +40,7 @@ caf::behavior make_behavior(caf::event_based_actor* self, const hotswap::sdk::co
   return {
     [st](hotswap::sdk::invoke_atom, hotswap::sdk::request& req) {
       hotswap::sdk::reply r;
-      auto n = st->calls++ % 100;
+      auto n = calls.fetch_add(1, std::memory_order_relaxed) % 100;
       if (static_cast<int>(n) < st->error_percent) {
         r.error = "flaky: simulated failure";
       } else {
