@@ -118,9 +118,10 @@ struct arguments {
 };
 
 /// Parses `--opt VALUE`, `--opt=VALUE` and positional arguments; every option
-/// in `known` takes a value.
+/// in `known` takes a value. `expected` names the positional arguments.
 arguments parse_arguments(const std::vector<std::string>& args, const std::set<std::string>& known,
-                          size_t min_positional, size_t max_positional) {
+                          size_t min_positional, size_t max_positional,
+                          const std::string& expected) {
   arguments out;
   bool options_done = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -148,7 +149,7 @@ arguments parse_arguments(const std::vector<std::string>& args, const std::set<s
       throw usage_error{key + " given twice"};
   }
   if (out.positional.size() < min_positional)
-    throw usage_error{"missing arguments"};
+    throw usage_error{"missing arguments (expected: " + expected + ")"};
   if (out.positional.size() > max_positional)
     throw usage_error{"unexpected argument '" + out.positional[max_positional] + "'"};
   return out;
@@ -529,7 +530,7 @@ int call_json(const arguments& args, http::verb method, const std::string& path,
 // -- commands ----------------------------------------------------------------------
 
 int module_sign(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, {"--key", "--out"}, 1, 1);
+  auto args = parse_arguments(argv, {"--key", "--out"}, 1, 1, "MODULE.so");
   auto key_path = args.require("--key");
   const auto& module_path = args.positional[0];
   auto out_path = args.get("--out", module_path + ".sig");
@@ -551,7 +552,7 @@ int module_sign(const std::vector<std::string>& argv) {
 }
 
 int module_verify(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, {"--pubkey", "--signature"}, 1, 1);
+  auto args = parse_arguments(argv, {"--pubkey", "--signature"}, 1, 1, "MODULE.so");
   auto key_path = args.require("--pubkey");
   const auto& module_path = args.positional[0];
   auto sig_path = args.get("--signature", module_path + ".sig");
@@ -572,7 +573,7 @@ int module_verify(const std::vector<std::string>& argv) {
 }
 
 int module_inspect(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, {}, 1, 1);
+  auto args = parse_arguments(argv, {}, 1, 1, "MODULE.so");
   const auto& module_path = args.positional[0];
   std::string bytes;
   if (!read_file(module_path, bytes))
@@ -591,7 +592,7 @@ int module_inspect(const std::vector<std::string>& argv) {
 int module_push(const std::vector<std::string>& argv) {
   auto args = parse_arguments(
     argv, network_options({"--signature", "--key", "--name", "--version", "--description"}), 1,
-    1);
+    1, "MODULE.so");
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
   if (args.has("--signature") && args.has("--key"))
@@ -658,7 +659,8 @@ int module_push(const std::vector<std::string>& argv) {
 }
 
 int module_invoke(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, network_options({"--environment", "--content-type"}), 1, 2);
+  auto args = parse_arguments(argv, network_options({"--environment", "--content-type"}), 1, 2,
+                              "NAME [PAYLOAD | -]");
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
   check_auth(args);
@@ -693,7 +695,7 @@ int module_invoke(const std::vector<std::string>& argv) {
 }
 
 int module_list(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, network_options({}), 0, 1);
+  auto args = parse_arguments(argv, network_options({}), 0, 1, "[NAME]");
   if (args.positional.empty())
     return call_json(args, http::verb::get, "/api/v1/modules", {}, "listing the modules");
   const auto& name = args.positional[0];
@@ -725,7 +727,7 @@ std::string worker_path(const arguments& args, const std::string& name) {
 int worker_stage(const std::vector<std::string>& argv) {
   auto args = parse_arguments(argv, network_options({"--environment", "--weight", "--owner",
                                                      "--epoch"}),
-                              2, 2);
+                              2, 2, "NAME VERSION");
   const auto& name = args.positional[0];
   const auto& version = args.positional[1];
   auto path = worker_path(args, name) + "/versions/" + pct_encode(version) + "/stage";
@@ -764,7 +766,7 @@ json::object parse_weights(const std::string& text) {
 int worker_weights(const std::vector<std::string>& argv) {
   auto args = parse_arguments(argv, network_options({"--environment", "--weights", "--owner",
                                                      "--epoch"}),
-                              1, 1);
+                              1, 1, "NAME");
   const auto& name = args.positional[0];
   auto path = worker_path(args, name) + "/weights";
   json::object body;
@@ -775,7 +777,7 @@ int worker_weights(const std::vector<std::string>& argv) {
 
 int worker_retire(const std::vector<std::string>& argv) {
   auto args = parse_arguments(argv, network_options({"--environment", "--owner", "--epoch"}), 2,
-                              2);
+                              2, "NAME VERSION");
   const auto& name = args.positional[0];
   const auto& version = args.positional[1];
   auto path = worker_path(args, name) + "/versions/" + pct_encode(version) + "/retire";
@@ -784,7 +786,7 @@ int worker_retire(const std::vector<std::string>& argv) {
 }
 
 int login(const std::vector<std::string>& argv) {
-  auto args = parse_arguments(argv, {"--url", "--user", "--password", "--timeout"}, 0, 0);
+  auto args = parse_arguments(argv, {"--url", "--user", "--password", "--timeout"}, 0, 0, "");
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
   args.require("--user");
@@ -853,7 +855,8 @@ int main(int argc, char** argv) {
   try {
     return dispatch(args);
   } catch (const usage_error& e) {
-    std::cerr << "hotswapctl: " << e.what << "\n" << usage_text;
+    std::cerr << "hotswapctl: " << e.what << "\n"
+              << "Run `hotswapctl --help` for the usage of every command." << std::endl;
     return exit_usage;
   } catch (const std::exception& e) {
     return fail(e.what());

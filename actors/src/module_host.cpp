@@ -1,6 +1,7 @@
 #include "hotswap/actors/module_host.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -115,8 +116,21 @@ struct module_entry {
   std::map<std::string, std::vector<caf::typed_response_promise<version_view>>> staging;
 };
 
+/// One invocation a handler has taken and not answered yet.
+struct pending_call {
+  caf::typed_response_promise<invoke_result> rp;
+  std::string module;
+  std::string version;
+  caf::actor_addr handler;
+  std::chrono::steady_clock::time_point started;
+};
+
 struct host_state {
   module_host_env env;
+  /// Invocations in flight by id: CAF 0.17 drops a dead handler's response
+  /// promises silently, so the host fails them itself on the down message.
+  std::unordered_map<uint64_t, pending_call> calls;
+  uint64_t next_call = 0;
   std::map<std::string, module_entry> modules;
   /// The highest epoch seen per command owner.
   std::map<std::string, int64_t> epochs;
@@ -400,6 +414,37 @@ void finished(host_ptr self, const std::string& module, const std::string& versi
     maybe_finish_drain(self, module, version);
 }
 
+std::optional<pending_call> take_call(host_ptr self, uint64_t id) {
+  auto& calls = self->state.calls;
+  auto i = calls.find(id);
+  if (i == calls.end())
+    return std::nullopt;
+  auto call = std::move(i->second);
+  calls.erase(i);
+  return call;
+}
+
+/// Fails every invocation the handler `addr` had taken (it is down).
+void fail_calls(host_ptr self, const caf::actor_addr& addr, const caf::error& reason) {
+  auto& calls = self->state.calls;
+  std::vector<pending_call> failed;
+  for (auto i = calls.begin(); i != calls.end();) {
+    if (i->second.handler == addr) {
+      failed.push_back(std::move(i->second));
+      i = calls.erase(i);
+    } else {
+      ++i;
+    }
+  }
+  for (auto& call : failed) {
+    finished(self, call.module, call.version, call.started, true);
+    call.rp.deliver(caf::make_error(errc::module_failure,
+                                    "module " + call.module + " " + call.version
+                                      + " stopped before answering: "
+                                      + self->system().render(reason)));
+  }
+}
+
 // -- the behavior -----------------------------------------------------------------------------
 
 module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
@@ -411,6 +456,8 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       return;
     auto [module, version] = ii->second;
     st.index.erase(ii);
+    // Before anything else: its taken invocations will never be answered.
+    fail_calls(self, dm.source, dm.reason);
     auto mi = st.modules.find(module);
     if (mi == st.modules.end())
       return;
@@ -425,8 +472,8 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
         unload(self, module, version);
       return;
     }
-    // A handler died while serving: replace it (its in-flight requests
-    // already failed with the down reason).
+    // A handler died while serving: replace it (its taken invocations were
+    // failed above).
     logger("worker")->warn("{} handler actor stopped: {}; replacing it", tag(st, module, version),
                            caf::to_string(dm.reason));
     auto addr = dm.source;
@@ -455,18 +502,26 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       mi->second.router.begin(version);
       auto target = s.actors[s.next++ % s.actors.size()];
       auto rp = self->make_response_promise<invoke_result>();
-      auto t0 = std::chrono::steady_clock::now();
+      auto id = ++st.next_call;
+      st.calls.emplace(id, pending_call{rp, module, version, target.address(),
+                                        std::chrono::steady_clock::now()});
       self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
         .then(
-          [=](sdk::reply& r) mutable {
-            finished(self, module, version, t0, !r.ok());
-            rp.deliver(invoke_result{module, version, std::move(r)});
+          [=](sdk::reply& r) {
+            auto call = take_call(self, id);
+            if (!call)
+              return; // already failed when its handler went down
+            finished(self, module, version, call->started, !r.ok());
+            call->rp.deliver(invoke_result{module, version, std::move(r)});
           },
-          [=](caf::error& err) mutable {
-            finished(self, module, version, t0, true);
-            rp.deliver(caf::make_error(errc::module_failure, "module " + module + " " + version
-                                                               + " failed: "
-                                                               + self->system().render(err)));
+          [=](caf::error& err) {
+            auto call = take_call(self, id);
+            if (!call)
+              return;
+            finished(self, module, version, call->started, true);
+            call->rp.deliver(caf::make_error(errc::module_failure,
+                                             "module " + module + " " + version + " failed: "
+                                               + self->system().render(err)));
           });
       return rp;
     },
