@@ -15,7 +15,9 @@
 #   BUILD_DIR  the build directory (default ./build), with hotswapd, hotswapctl
 #              and the example modules:
 #              cmake --build build --target hotswapd hotswapctl example_modules
-# Environment: KEY_DIR keeps the key pair (default: a fresh temporary directory);
+# Environment: KEY_DIR holds the key pair, made there when missing (default: the
+# temporary directory with an own node, else ~/.local/state/hotswap-walkthrough,
+# so that the key survives for the node's trusted_module_keys);
 # HOTSWAP_USER / HOTSWAP_PASSWORD (default admin / Admin123!, the dev-mode admin);
 # KEEP=1 keeps the temporary directory (node log, keys, signatures).
 set -euo pipefail
@@ -84,14 +86,18 @@ pretty() { python3 -m json.tool; }
 cd "$work"
 
 section "1. a signing key pair, with the openssl CLI only (RSA-2048; ECDSA P-256 works too)"
-key_dir="${KEY_DIR:-$work}"
+if [[ "$target" == own ]]; then
+  key_dir="${KEY_DIR:-$work}"
+else
+  key_dir="${KEY_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/hotswap-walkthrough}"
+fi
 mkdir -p "$key_dir"
 key="$key_dir/module.key.pem"
 pub="$key_dir/module.pub.pem"
 if [[ -f "$key" && -f "$pub" ]]; then
   echo "(using the key pair in $key_dir)"
 else
-  run openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>/dev/null
+  (umask 077 && run openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>/dev/null)
   run openssl pkey -in "$key" -pubout -out "$pub"
 fi
 
@@ -170,7 +176,7 @@ push() {
     if [[ "$out" == *"trusted key"* ]]; then
       echo "The node does not trust $pub. Add it to the node's config," >&2
       echo "  [auth] trusted_module_keys = [\"$pub\"]" >&2
-      echo "restart the node and rerun with KEY_DIR=$key_dir (or run with 'own')." >&2
+      echo "restart the node and run the tour again (or run it with 'own')." >&2
     fi
     return 1
   fi

@@ -61,9 +61,11 @@ constexpr const char* usage_text
     "  hotswapctl module inspect MODULE.so\n"
     "      Prints the module's name, version, ABI token, digest and size.\n"
     "  hotswapctl module push --url http://HOST:PORT AUTH [--signature FILE | --key PRIVATE.pem]\n"
-    "                         [--name N] [--version V] [--description D] MODULE.so\n"
+    "                         [--name N] [--version V] [--description D]\n"
+    "                         [--environment ENV] MODULE.so\n"
     "      Uploads MODULE.so (POST /api/v1/modules). Name and version default to the\n"
-    "      ones recorded in the file.\n"
+    "      ones recorded in the file. --environment refuses an unsigned upload when\n"
+    "      ENV requires signed modules.\n"
     "  hotswapctl module invoke --url http://HOST:PORT AUTH --environment ENV\n"
     "                           [--content-type TYPE] NAME [PAYLOAD | -]\n"
     "      Calls the module (POST /api/v1/modules/NAME/invoke); `-` reads the payload\n"
@@ -591,13 +593,21 @@ int module_inspect(const std::vector<std::string>& argv) {
 
 int module_push(const std::vector<std::string>& argv) {
   auto args = parse_arguments(
-    argv, network_options({"--signature", "--key", "--name", "--version", "--description"}), 1,
-    1, "MODULE.so");
+    argv,
+    network_options({"--signature", "--key", "--name", "--version", "--description",
+                     "--environment"}),
+    1, 1, "MODULE.so");
   auto ep = parse_url(args.require("--url"));
   auto timeout = timeout_of(args);
   if (args.has("--signature") && args.has("--key"))
     throw usage_error{"give either --signature FILE or --key PRIVATE.pem, not both"};
   check_auth(args);
+  std::string path = "/api/v1/modules";
+  if (args.has("--environment")) {
+    if (args.get("--environment").empty())
+      throw usage_error{"--environment is empty"};
+    path += "?environment=" + pct_encode(args.get("--environment"));
+  }
   for (auto key : {"--name", "--version", "--description"})
     if (!header_safe(args.get(key)))
       throw usage_error{std::string{key} + " must not contain control characters"};
@@ -649,7 +659,7 @@ int module_push(const std::vector<std::string>& argv) {
     return exit_failed;
   headers.emplace("Authorization", "Bearer " + token);
   response res;
-  if (!client.send(http::verb::post, "/api/v1/modules", "application/octet-stream",
+  if (!client.send(http::verb::post, path, "application/octet-stream",
                    std::move(bytes), headers, res))
     return exit_failed;
   if (!success(res))

@@ -225,6 +225,13 @@ fleet_actor::behavior_type fleet(fleet_ptr self, fleet_env env) {
   self->send(self, tick_atom::value);
   return {
     [=](tick_atom) { on_tick(self); },
+    [=](renew_atom, node_info& info) {
+      self->state.env.self_node = std::move(info);
+      self->state.env.self_node.last_heartbeat = now_millis();
+      self->request(self->state.env.registry, std::chrono::seconds(5), renew_atom::value,
+                    self->state.env.self_node)
+        .then([](ok_atom) {}, [](caf::error&) {});
+    },
     [=](list_atom) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();
       self->request(self->state.env.registry, std::chrono::seconds(5), nodes_atom::value)

@@ -469,6 +469,12 @@ int run_node(const config::node_config& cfg) {
     caf::anon_send(root, shutdown_atom::value);
   }};
   auto url = "http://" + host + ":" + std::to_string(*bound);
+  // Publish the endpoints actually bound (port 0 picks a free one).
+  self_node.http_endpoint = host + ":" + std::to_string(*bound);
+  if (invoker)
+    self_node.caf_endpoint = split_listen(cfg.cluster.listen).first + ":"
+                             + std::to_string(caf_port);
+  self->send(fleet, renew_atom::value, self_node);
   std::cout << "hotswapd: node " << cfg.node.id << " listening on " << url << std::endl;
   if (invoker)
     std::cout << "hotswapd: module invocations over CAF (node_invoker_actor) on "

@@ -27,6 +27,8 @@ using fleet_actor = caf::typed_actor<
   caf::replies_to<get_atom, std::string>::with<std::string>,
   /// GET /api/v1/clusters/{environment}/metrics: (env, from, to, interval ms).
   caf::replies_to<metrics_atom, std::string, millis, millis, int64_t>::with<std::string>,
+  /// This node's identity changed (the ports actually bound at start).
+  caf::reacts_to<renew_atom, node_info>,
   caf::reacts_to<tick_atom>>;
 
 struct fleet_env {
