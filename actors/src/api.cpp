@@ -999,6 +999,7 @@ void post_module_invoke(bridge_ptr self, const call_ptr& c) {
   req.content_type = c->req().header("content-type");
   req.trace_id = c->req().trace_id;
   req.caller = "http:" + c->who.username;
+  req.tenant = c->who.tenant_id;
   self->request(*host, caf::infinite, sdk::invoke_atom::value, c->params[0], std::move(req))
     .then(
       [=](invoke_result& r) {

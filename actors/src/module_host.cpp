@@ -63,7 +63,7 @@ private:
 /// What a module reaches through context::runtime: runtime code that knows
 /// which module and version it serves.
 caf::behavior gateway(caf::event_based_actor* self, module_host_actor host, std::string module,
-                      std::string version, std::string settings) {
+                      std::string version, std::string settings, std::string tenant) {
   return {
     [=](sdk::publish_atom, sdk::event& ev) {
       caf::anon_send(host, sdk::publish_atom::value, module, version, std::move(ev));
@@ -75,6 +75,7 @@ caf::behavior gateway(caf::event_based_actor* self, module_host_actor host, std:
     [=](sdk::invoke_atom, std::string& target, sdk::request& req) {
       auto rp = self->make_response_promise<sdk::reply>();
       req.caller = "module:" + module;
+      req.tenant = tenant; // a module calls with its own tenant, whatever it wrote
       self->request(host, caf::infinite, sdk::invoke_atom::value, std::move(target), std::move(req))
         .then([=](invoke_result& r) mutable { rp.deliver(std::move(r.reply)); },
               [=](caf::error& err) mutable {
@@ -356,7 +357,7 @@ void loaded(host_ptr self, const stage_command& cmd, library_ptr lib) {
   if (auto i = st.env.settings.find(cmd.module); i != st.env.settings.end())
     settings = i->second;
   s.gateway = self->system().spawn(gateway, module_host_actor{self}, cmd.module, cmd.version,
-                                   settings);
+                                   settings, s.lib->record.tenant_id);
   spawn_handlers(self, s, cmd.module, cmd.version, std::max<uint32_t>(1, st.env.instances));
   uint32_t weight = cmd.weight >= 0 ? static_cast<uint32_t>(cmd.weight)
                                     : (m.router.total_weight() == 0 ? 100u : 0u);
@@ -496,6 +497,12 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
         return caf::make_error(errc::unavailable, "no version of module " + module
                                                     + " takes traffic in " + st.env.environment);
       auto& s = mi->second.slots.at(version);
+      // A tenant's caller reaches platform modules and its own tenant's only.
+      if (!req.tenant.empty() && !s.lib->record.tenant_id.empty()
+          && s.lib->record.tenant_id != req.tenant)
+        return caf::make_error(errc::not_found, "module " + module + " is not loaded in "
+                                                  + st.env.environment + " on node "
+                                                  + st.env.node_id);
       if (s.actors.empty())
         return caf::make_error(errc::unavailable, "module " + module + " " + version
                                                     + " has no running handler");

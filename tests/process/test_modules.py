@@ -466,6 +466,44 @@ class WorkerTest(ModuleCase):
         self.assertGreater(self.cluster()["metrics"]["errorRate"], 0)
 
 
+class TenantModulesTest(ModuleCase):
+
+    def test_tenant_users_reach_platform_modules_and_their_own_only(self):
+        self.start_node()
+        tenants = {}
+        for key in ("a", "b"):
+            resp = self.n.post("/api/v1/tenants", {
+                "name": f"Tenant {key}", "subdomain": harness.unique(f"mod-{key}-"),
+                "tier": "Starter", "contactEmail": "ops@example.com"}, user="admin")
+            self.assertStatus(resp, 201)
+            tid = resp.body["tenantId"]
+            name = harness.unique(f"dep{key}")
+            resp = self.n.post("/api/v1/users", {
+                "username": name, "password": "Tenant-pass-123", "email": f"{name}@example.com",
+                "fullName": f"Deployer {key}", "roles": ["Deployer"], "tenantId": tid},
+                user="admin")
+            self.assertStatus(resp, 201)
+            self.n.login(name, "Tenant-pass-123")
+            tenants[key] = name
+        # Tenant a uploads echo 2.0.0; the platform uploads slow 1.0.0.
+        self.upload_ok("echo", "2.0.0", key="ec", user=tenants["a"])
+        self.upload_ok("slow", "1.0.0", key="rsa")
+        self.stage_ok("Development", "echo", "2.0.0")
+        self.stage_ok("Development", "slow", "1.0.0")
+        self.assertStatus(self.invoke("echo", "x", user=tenants["a"]), 200)
+        self.assertStatus(self.invoke("echo", "x", user="viewer"), 200)  # platform user
+        other = self.invoke("echo", "x", user=tenants["b"])
+        self.assertProblem(other, 404)
+        self.assertNotIn("2.0.0", other.headers.get("x-module-version", ""))
+        self.assertStatus(self.invoke("slow", "x", user=tenants["b"]), 200)  # platform module
+        # Listings follow the same rule.
+        names_b = {m["name"] for m in self.n.get(MODULES, user=tenants["b"]).body}
+        self.assertNotIn("echo", names_b)
+        self.assertIn("slow", names_b)
+        self.assertProblem(self.versions("echo", user=tenants["b"]), 404)
+        self.assertStatus(self.versions("echo", user=tenants["a"]), 200)
+
+
 # --------------------------------------------------------------------------------------------
 # Clusters API and audit
 

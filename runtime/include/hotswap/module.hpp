@@ -76,12 +76,13 @@ struct request {
   std::string content_type; ///< the caller's content type, may be empty
   std::string trace_id;     ///< W3C trace id of the call
   std::string caller;       ///< "http:<user>" or "module:<name>" or "caf"
+  std::string tenant;       ///< the calling user's tenant; empty for platform callers
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, request& x) {
   return f(caf::meta::type_name("hotswap_sdk_request"), x.payload, x.content_type, x.trace_id,
-           x.caller);
+           x.caller, x.tenant);
 }
 
 /// The answer to one invocation. A non-empty `error` marks a failed
