@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 
@@ -11,6 +12,7 @@
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
+#include "hotswap/actors/deployment_state.hpp"
 #include "hotswap/actors/json_util.hpp"
 #include "hotswap/runtime/crypto.hpp"
 #include "hotswap/runtime/errc.hpp"
@@ -1277,6 +1279,365 @@ void get_cluster_metrics(bridge_ptr self, const call_ptr& c) {
           [=](caf::error& err) { reply_error(c, err); });
 }
 
+// -- deployments ----------------------------------------------------------------------------
+
+/// A tenant user sees only its tenant's entities (404 for others').
+bool tenant_may_see(const call_ptr& c, const std::string& tenant_id) {
+  return c->who.tenant_id.empty() || c->who.tenant_id == tenant_id;
+}
+
+/// A deterministic execution id for an Idempotency-Key (per user): a
+/// retried POST maps to the same deployment.
+std::string idempotent_id(const std::string& user_id, const std::string& key) {
+  auto h = crypto::hex_encode(crypto::sha256("hotswap-idempotency:" + user_id + ":" + key));
+  // Shaped like a UUID (version nibble 5-like) so ids look uniform.
+  return h.substr(0, 8) + "-" + h.substr(8, 4) + "-5" + h.substr(13, 3) + "-a" + h.substr(17, 3)
+         + "-" + h.substr(20, 12);
+}
+
+std::string estimated_duration(const deploy::deployment& d) {
+  uint64_t seconds = 5;
+  for (auto& s : d.plan)
+    seconds += s.hold_seconds;
+  if (d.plan.empty() && d.strategy == deploy::strategy_kind::canary) {
+    auto steps = d.canary.steps.size();
+    seconds += (steps > 0 ? steps - 1 : 0) * d.canary.step_seconds;
+  }
+  return deploy::iso_duration(static_cast<millis>(seconds) * 1000);
+}
+
+void post_deployment(bridge_ptr self, const call_ptr& c) {
+  deploy::field_errors errs;
+  auto req = deploy::parse_request(c->req().body, errs);
+  auto& cfg = *self->state.env.cfg;
+  deploy::canary_settings canary;
+  if (errs.empty()) {
+    auto& env = cfg.environments.at(req.environment);
+    deploy::canary_settings defaults;
+    defaults.steps = env.canary_steps;
+    defaults.step_seconds = env.step_seconds;
+    defaults.max_error_rate_increase_percent = env.max_error_rate_increase_percent;
+    defaults.max_latency_increase_percent = env.max_latency_increase_percent;
+    defaults.min_samples = env.min_samples;
+    defaults.inconclusive = env.inconclusive;
+    canary = deploy::effective_canary(defaults, req, errs);
+  }
+  if (!errs.empty()) {
+    reply_problem(c, 400, "The deployment request is invalid.", errs);
+    return;
+  }
+  auto& env = cfg.environments.at(req.environment);
+  deploy::deployment d;
+  d.module_name = req.module_name;
+  d.version = req.version;
+  d.environment = req.environment;
+  if (req.has_strategy) {
+    d.strategy = req.strategy;
+  } else if (!deploy::parse_strategy(env.strategy, d.strategy)) {
+    d.strategy = deploy::strategy_kind::direct;
+  }
+  d.status = "Pending";
+  d.start = now_millis();
+  d.requester_email = req.requester_email;
+  d.requested_by = c->who.username;
+  d.requested_by_id = c->who.user_id;
+  d.tenant_id = c->who.tenant_id;
+  d.description = req.description;
+  d.metadata = req.metadata;
+  d.trace_id = c->req().trace_id;
+  d.idempotency_key = c->req().header("idempotency-key");
+  d.needs_approval = env.approval == "always" || (env.approval == "on_request" && req.require_approval);
+  d.canary = canary;
+  d.stages = deploy::initial_stages(d.environment, d.needs_approval, d.strategy);
+  std::string id;
+  if (!d.idempotency_key.empty()) {
+    if (d.idempotency_key.size() > 200) {
+      field_errors e;
+      e["Idempotency-Key"].push_back("The Idempotency-Key header is limited to 200 characters.");
+      reply_problem(c, 400, "The Idempotency-Key is invalid.", e);
+      return;
+    }
+    id = idempotent_id(c->who.user_id, d.idempotency_key);
+  } else {
+    id = crypto::uuid4();
+  }
+  d.execution_id = id;
+  auto record = deploy::to_json(d);
+  auto ctx = c->ctx();
+  auto module = d.module_name;
+  auto version = d.version;
+  // The module version must exist (and be visible to a tenant's user).
+  self->request(self->state.env.store, timeout_of(self), module_atom::value, get_atom::value,
+                module, version)
+    .then(
+      [=](module_record& rec) {
+        if (!visible(c, rec)) {
+          reply_problem(c, 404, "Module " + module + " version " + version + " was not found.");
+          return;
+        }
+        self->request(self->state.env.deployments, timeout_of(self), create_atom::value, id,
+                      record, ctx)
+          .then(
+            [=](std::string& view) {
+              boost::system::error_code ec;
+              auto v = json::parse(view, ec);
+              json::object o;
+              o["executionId"] = id;
+              o["status"] = (!ec && v.is_object() && v.as_object().contains("status"))
+                              ? v.as_object().at("status")
+                              : json::value("Running");
+              o["startTime"] = (!ec && v.is_object() && v.as_object().contains("startTime"))
+                                 ? v.as_object().at("startTime")
+                                 : json::value(rfc3339(now_millis()));
+              deploy::deployment dd;
+              deploy::from_json(record, dd);
+              o["estimatedDuration"] = estimated_duration(dd);
+              o["traceId"] = c->req().trace_id;
+              json::object links;
+              links["self"] = "/api/v1/deployments/" + id;
+              o["links"] = std::move(links);
+              c->extra_headers.emplace_back("Location", "/api/v1/deployments/" + id);
+              reply_json(c, 202, json::serialize(o));
+            },
+            [=](caf::error& err) { reply_error(c, err); });
+      },
+      [=](caf::error& err) {
+        if (err == errc::not_found)
+          reply_problem(c, 404, "Module " + module + " version " + version + " was not found.");
+        else
+          reply_error(c, err);
+      });
+}
+
+/// Reads one deployment's record from the store (terminal or not: every
+/// transition is there), checking the caller's tenant.
+void with_deployment(bridge_ptr self, const call_ptr& c, const std::string& id,
+                     std::function<void(deploy::deployment&)> fn) {
+  self->request(self->state.env.store, timeout_of(self), get_atom::value,
+                std::string{"deployment"}, id)
+    .then(
+      [=](snapshot_record& r) {
+        deploy::deployment d;
+        if (!deploy::from_json(r.body, d) || !tenant_may_see(c, d.tenant_id)) {
+          reply_problem(c, 404, "Deployment " + id + " was not found.");
+          return;
+        }
+        fn(d);
+      },
+      [=](caf::error& err) {
+        if (err == errc::not_found)
+          reply_problem(c, 404, "Deployment " + id + " was not found.");
+        else
+          reply_error(c, err);
+      });
+}
+
+void get_deployment(bridge_ptr self, const call_ptr& c) {
+  with_deployment(self, c, c->params[0],
+                  [=](deploy::deployment& d) { reply_json(c, 200, deploy::to_view_json(d)); });
+}
+
+void get_deployments(bridge_ptr self, const call_ptr& c) {
+  auto& q = c->req().query;
+  field_errors errs;
+  snapshot_query sq;
+  sq.kind = "deployment";
+  sq.limit = 10000;
+  sq.tenant_id = c->who.tenant_id;
+  static const std::vector<std::string> statuses{"Pending",   "PendingApproval", "Running",
+                                                 "Succeeded", "Failed",          "RollingBack",
+                                                 "RolledBack", "Cancelled"};
+  if (auto i = q.find("status"); i != q.end() && !i->second.empty()) {
+    for (auto& s : statuses)
+      if (lower(s) == lower(i->second))
+        sq.status = s;
+    if (sq.status.empty())
+      errs["status"].push_back("Unknown status " + i->second + ".");
+  }
+  std::string env;
+  if (auto i = q.find("environment"); i != q.end() && !i->second.empty()) {
+    env = canonical_environment(i->second);
+    if (env.empty())
+      errs["environment"].push_back("The environment must be Development, QA, Staging, "
+                                    "Production or 0-3.");
+  }
+  std::string module;
+  if (auto i = q.find("module"); i != q.end())
+    module = i->second;
+  int64_t limit = 50;
+  int64_t offset = 0;
+  auto read_num = [&](const char* key, int64_t lo, int64_t hi, int64_t& out) {
+    auto i = q.find(key);
+    if (i == q.end() || i->second.empty())
+      return;
+    try {
+      size_t pos = 0;
+      auto v = std::stoll(i->second, &pos);
+      if (pos != i->second.size() || v < lo || v > hi)
+        throw std::out_of_range(key);
+      out = v;
+    } catch (const std::exception&) {
+      errs[key].push_back(std::string{key} + " must be an integer from " + std::to_string(lo)
+                          + " to " + std::to_string(hi) + ".");
+    }
+  };
+  read_num("limit", 1, 500, limit);
+  read_num("cursor", 0, 100000000, offset);
+  if (!errs.empty()) {
+    reply_problem(c, 400, "Invalid deployment query.", errs);
+    return;
+  }
+  self->request(self->state.env.store, timeout_of(self), list_atom::value, sq)
+    .then(
+      [=](std::vector<snapshot_record>& rows) {
+        std::vector<std::string> items;
+        int64_t seen = 0;
+        bool more = false;
+        for (auto& r : rows) {
+          deploy::deployment d;
+          if (!deploy::from_json(r.body, d))
+            continue;
+          if ((!env.empty() && d.environment != env) || (!module.empty() && d.module_name != module))
+            continue;
+          if (seen++ < offset)
+            continue;
+          if (static_cast<int64_t>(items.size()) == limit) {
+            more = true;
+            break;
+          }
+          items.push_back(deploy::to_list_json(d));
+        }
+        if (more) {
+          auto next = std::to_string(offset + limit);
+          c->extra_headers.emplace_back("X-Next-Cursor", next);
+          auto link = std::string{"/api/v1/deployments?limit="} + std::to_string(limit)
+                      + "&cursor=" + next;
+          if (!sq.status.empty())
+            link += "&status=" + sq.status;
+          if (!env.empty())
+            link += "&environment=" + env;
+          if (!module.empty())
+            link += "&module=" + module;
+          c->extra_headers.emplace_back("Link", "<" + link + ">; rel=\"next\"");
+        }
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void post_deployment_rollback(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  with_deployment(self, c, id, [=](deploy::deployment&) {
+    self->request(self->state.env.deployments, timeout_of(self), rollback_atom::value, id,
+                  c->ctx())
+      .then([=](std::string& body) { reply_json(c, 202, std::move(body)); },
+            [=](caf::error& err) { reply_error(c, err); });
+  });
+}
+
+void post_deployment_cancel(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  with_deployment(self, c, id, [=](deploy::deployment&) {
+    self->request(self->state.env.deployments, timeout_of(self), cancel_atom::value, id, c->ctx())
+      .then([=](std::string& body) { reply_json(c, 202, std::move(body)); },
+            [=](caf::error& err) { reply_error(c, err); });
+  });
+}
+
+// -- approvals ------------------------------------------------------------------------------
+
+void get_pending_approvals(bridge_ptr self, const call_ptr& c) {
+  snapshot_query sq;
+  sq.kind = "approval";
+  sq.status = "Pending";
+  sq.limit = 10000;
+  sq.tenant_id = c->who.tenant_id;
+  self->request(self->state.env.store, timeout_of(self), list_atom::value, sq)
+    .then(
+      [=](std::vector<snapshot_record>& rows) {
+        std::vector<std::string> items;
+        auto now = now_millis();
+        for (auto& r : rows) {
+          approval a;
+          if (from_json(r.body, a) && a.status == "Pending")
+            items.push_back(to_pending_json(a, now));
+        }
+        reply_json(c, 200, join_json(items));
+      },
+      [=](caf::error& err) { reply_error(c, err); });
+}
+
+void get_deployment_approval(bridge_ptr self, const call_ptr& c) {
+  auto id = c->params[0];
+  self->request(self->state.env.store, timeout_of(self), get_atom::value,
+                std::string{"approval"}, id)
+    .then(
+      [=](snapshot_record& r) {
+        approval a;
+        if (!from_json(r.body, a) || !tenant_may_see(c, a.tenant_id)) {
+          reply_problem(c, 404, "No approval for deployment " + id + ".");
+          return;
+        }
+        reply_json(c, 200, to_view_json(a));
+      },
+      [=](caf::error& err) {
+        if (err == errc::not_found)
+          reply_problem(c, 404, "No approval for deployment " + id + ".");
+        else
+          reply_error(c, err);
+      });
+}
+
+void decide_approval(bridge_ptr self, const call_ptr& c, bool approve) {
+  approval_decision d;
+  d.approve = approve;
+  d.user_id = c->who.user_id;
+  d.username = c->who.username;
+  if (!c->req().body.empty()) {
+    auto o = parse_object(c);
+    if (!o)
+      return;
+    field_errors errs;
+    read_string(*o, "approverEmail", d.approver_email, errs);
+    read_string(*o, "reason", d.reason, errs);
+    if (d.reason.size() > 1000)
+      errs["reason"].push_back("The reason is limited to 1000 characters.");
+    if (!errs.empty()) {
+      reply_problem(c, 400, "The approval decision is invalid.", errs);
+      return;
+    }
+  }
+  auto id = c->params[0];
+  self->request(self->state.env.store, timeout_of(self), get_atom::value,
+                std::string{"approval"}, id)
+    .then(
+      [=](snapshot_record& r) {
+        approval a;
+        if (!from_json(r.body, a) || !tenant_may_see(c, a.tenant_id)) {
+          reply_problem(c, 404, "No approval for deployment " + id + ".");
+          return;
+        }
+        self->request(self->state.env.approvals, timeout_of(self), decide_atom::value, id, d,
+                      c->ctx())
+          .then([=](approval& done) { reply_json(c, 200, to_view_json(done)); },
+                [=](caf::error& err) { reply_error(c, err); });
+      },
+      [=](caf::error& err) {
+        if (err == errc::not_found)
+          reply_problem(c, 404, "No approval for deployment " + id + ".");
+        else
+          reply_error(c, err);
+      });
+}
+
+void post_approve(bridge_ptr self, const call_ptr& c) {
+  decide_approval(self, c, true);
+}
+
+void post_reject(bridge_ptr self, const call_ptr& c) {
+  decide_approval(self, c, false);
+}
+
 // -- routing ------------------------------------------------------------------------------
 
 std::vector<route> make_routes() {
@@ -1331,6 +1692,20 @@ std::vector<route> make_routes() {
   add("PUT", "/api/v1/clusters/{}/modules/{}/weights", put_worker_weights, true, 3, true);
   add("POST", "/api/v1/clusters/{}/modules/{}/versions/{}/retire", post_worker_retire, true, 3,
       true);
+  add("POST", "/api/v1/deployments", post_deployment, true, 2, false, "deployments");
+  add("GET", "/api/v1/deployments", get_deployments, true, 1);
+  add("GET", "/api/v1/deployments/{}", get_deployment, true, 1);
+  add("POST", "/api/v1/deployments/{}/rollback", post_deployment_rollback, true, 2, false,
+      "deployments");
+  add("POST", "/api/v1/deployments/{}/cancel", post_deployment_cancel, true, 2, false,
+      "deployments");
+  add("GET", "/api/v1/approvals/pending", get_pending_approvals, true, 1, false, "approvals");
+  add("GET", "/api/v1/approvals/deployments/{}", get_deployment_approval, true, 1, false,
+      "approvals");
+  add("POST", "/api/v1/approvals/deployments/{}/approve", post_approve, true, 3, false,
+      "approvals");
+  add("POST", "/api/v1/approvals/deployments/{}/reject", post_reject, true, 3, false,
+      "approvals");
   add("GET", "/api/v1/auditlogs/category/{}", get_audit_category, true, 3, true);
   add("GET", "/api/v1/auditlogs/trace/{}", get_audit_trace, true, 3, true);
   add("GET", "/api/v1/auditlogs/deployments/{}", get_audit_deployment, true, 3, true);

@@ -614,6 +614,46 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
                              tag(st, module, version), mi->second.router.in_flight(version));
       stop_actors(self, module, version, caf::exit_reason::kill);
     },
+    [=](probe_atom, std::string& module, std::string& version,
+        sdk::request& req) -> caf::result<invoke_result> {
+      auto& st = self->state;
+      auto mi = st.modules.find(module);
+      if (mi == st.modules.end() || mi->second.slots.count(version) == 0)
+        return caf::make_error(errc::not_found, "module " + module + " " + version
+                                                  + " is not loaded in " + st.env.environment
+                                                  + " on node " + st.env.node_id);
+      auto& s = mi->second.slots.at(version);
+      if (s.retiring || s.actors.empty())
+        return caf::make_error(errc::unavailable, "module " + module + " " + version
+                                                    + " is being retired");
+      mi->second.router.begin(version);
+      auto target = s.actors[s.next++ % s.actors.size()];
+      auto rp = self->make_response_promise<invoke_result>();
+      auto id = ++st.next_call;
+      st.calls.emplace(id, pending_call{rp, module, version, target.address(),
+                                        std::chrono::steady_clock::now()});
+      if (req.caller.empty())
+        req.caller = "probe";
+      self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
+        .then(
+          [=](sdk::reply& r) {
+            auto call = take_call(self, id);
+            if (!call)
+              return;
+            finished(self, module, version, call->started, !r.ok());
+            call->rp.deliver(invoke_result{module, version, std::move(r)});
+          },
+          [=](caf::error& err) {
+            auto call = take_call(self, id);
+            if (!call)
+              return;
+            finished(self, module, version, call->started, true);
+            call->rp.deliver(caf::make_error(errc::module_failure,
+                                             "module " + module + " " + version + " failed: "
+                                               + self->system().render(err)));
+          });
+      return rp;
+    },
     [=](get_atom) {
       auto& st = self->state;
       host_view out;

@@ -17,9 +17,12 @@
 #include "caf/send.hpp"
 
 #include "hotswap/actors/api.hpp"
+#include "hotswap/actors/approval.hpp"
 #include "hotswap/actors/http_server.hpp"
 #include "hotswap/actors/identity.hpp"
 #include "hotswap/actors/invoker.hpp"
+#include "hotswap/actors/approval.hpp"
+#include "hotswap/actors/deployment.hpp"
 #include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/module_catalog.hpp"
 #include "hotswap/actors/module_host.hpp"
@@ -49,6 +52,8 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<login_request>("login_request");
   cfg.add_message_type<login_result>("login_result");
   cfg.add_message_type<user_input>("user_input");
+  cfg.add_message_type<approval>("approval");
+  cfg.add_message_type<approval_decision>("approval_decision");
 }
 
 namespace {
@@ -69,6 +74,8 @@ struct node_actor_config : caf::actor_system_config {
 struct root_env {
   http_server* http = nullptr;
   tenant_host_actor tenants;
+  deployment_host_actor deployments;
+  approval_host_actor approvals;
   identity_actor identity;
   /// Further children whose failure stops the node (workers, loader,
   /// catalog, fleet monitor): without them the node would serve half its API.
@@ -90,21 +97,37 @@ caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
   self->state.env = env;
   self->monitor(env.tenants);
   self->monitor(env.identity);
+  self->monitor(env.deployments);
+  self->monitor(env.approvals);
   for (auto& a : env.others)
     self->monitor(a);
   auto log = logger("node");
   auto passivate = [=] {
     log->info("passivating entities");
-    self->request(self->state.env.tenants, std::chrono::seconds(30), passivate_atom::value)
+    // Deployments first (they talk to approvals), then approvals, then tenants.
+    auto fail = [=](caf::error& err) {
+      log->error("passivation failed: {}", to_string(errc_of(err)));
+      self->quit(self->state.failure ? self->state.failure : err);
+    };
+    self->request(self->state.env.deployments, std::chrono::seconds(30), passivate_atom::value)
       .then(
         [=](ok_atom) {
-          log->info("entities passivated");
-          self->quit(self->state.failure);
+          self->request(self->state.env.approvals, std::chrono::seconds(30),
+                        passivate_atom::value)
+            .then(
+              [=](ok_atom) {
+                self->request(self->state.env.tenants, std::chrono::seconds(30),
+                              passivate_atom::value)
+                  .then(
+                    [=](ok_atom) {
+                      log->info("entities passivated");
+                      self->quit(self->state.failure);
+                    },
+                    fail);
+              },
+              fail);
         },
-        [=](caf::error& err) {
-          log->error("passivation failed: {}", to_string(errc_of(err)));
-          self->quit(self->state.failure ? self->state.failure : err);
-        });
+        fail);
   };
   auto begin_stop = [=] {
     if (self->state.stopping)
@@ -117,7 +140,10 @@ caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
     self->send(self, drain_atom::value);
   };
   self->set_down_handler([=](caf::down_msg& dm) {
-    if (self->state.stopping && dm.source == self->state.env.tenants.address()) {
+    if (self->state.stopping
+        && (dm.source == self->state.env.tenants.address()
+            || dm.source == self->state.env.deployments.address()
+            || dm.source == self->state.env.approvals.address())) {
       // Host already gone while stopping: nothing left to passivate.
       self->quit(self->state.failure);
       return;
@@ -389,6 +415,17 @@ int run_node(const config::node_config& cfg) {
     caf_port = *published;
     log->info("module invocations over CAF on {}:{}", chost, caf_port);
   }
+  // Deployments and approvals: entity hosts like tenants.
+  auto approvals = spawn_approval_host(sys, henv);
+  deployment_env denv;
+  denv.host = henv;
+  denv.cfg = shared_cfg;
+  for (auto& [env, h] : hosts)
+    denv.workers[env].emplace_back(cfg.node.id, h);
+  denv.approvals = approvals;
+  denv.tenants = tenants;
+  auto deployments = spawn_deployment_host(sys, denv);
+  self->send(approvals, listen_atom::value, caf::actor_cast<approval_listener>(deployments));
   api_env aenv;
   aenv.cfg = shared_cfg;
   aenv.store = *store;
@@ -401,6 +438,8 @@ int run_node(const config::node_config& cfg) {
   aenv.hosts = hosts;
   aenv.catalog = catalog;
   aenv.fleet = fleet;
+  aenv.deployments = deployments;
+  aenv.approvals = approvals;
   std::vector<bridge_actor> bridges;
   for (uint32_t i = 0; i < std::max(1u, cfg.http.io_threads); ++i)
     bridges.push_back(spawn_bridge(sys, aenv));
@@ -435,6 +474,8 @@ int run_node(const config::node_config& cfg) {
       self->send_exit(loader, caf::exit_reason::user_shutdown);
     self->send_exit(kdf, caf::exit_reason::user_shutdown);
     self->send_exit(tenants, caf::exit_reason::user_shutdown);
+    self->send_exit(deployments, caf::exit_reason::user_shutdown);
+    self->send_exit(approvals, caf::exit_reason::user_shutdown);
     self->send_exit(registry, caf::exit_reason::user_shutdown);
     stop_store();
   };
@@ -449,6 +490,8 @@ int run_node(const config::node_config& cfg) {
   renv.http = &http;
   renv.tenants = tenants;
   renv.identity = identity;
+  renv.deployments = deployments;
+  renv.approvals = approvals;
   renv.others.push_back(caf::actor_cast<caf::actor>(catalog));
   renv.others.push_back(caf::actor_cast<caf::actor>(fleet));
   for (auto& [env, h] : hosts)
@@ -459,6 +502,51 @@ int run_node(const config::node_config& cfg) {
     renv.others.push_back(caf::actor_cast<caf::actor>(invoker));
   renv.drain_timeout = std::chrono::milliseconds(cfg.http.drain_timeout_ms);
   auto root = sys.spawn(node_root, renv);
+  // Resume what a previous run left unfinished: every non-terminal
+  // deployment continues at its persisted step (oldest first, so the queue
+  // keeps its order) and every pending approval re-arms its deadline.
+  {
+    size_t resumed = 0;
+    std::vector<std::string> ids;
+    for (auto status : {"Running", "RollingBack", "PendingApproval", "Pending"}) {
+      snapshot_query q;
+      q.kind = "deployment";
+      q.status = status;
+      q.limit = 100000;
+      self->request(*store, std::chrono::seconds(30), list_atom::value, q)
+        .receive(
+          [&](std::vector<snapshot_record>& rows) {
+            for (auto i = rows.rbegin(); i != rows.rend(); ++i)
+              ids.push_back(i->id);
+          },
+          [&](caf::error& err) {
+            log->error("cannot list {} deployments to resume: {}", status, error_detail(err));
+          });
+    }
+    for (auto& id : ids) {
+      self->send(deployments, resume_atom::value, id);
+      ++resumed;
+    }
+    snapshot_query q;
+    q.kind = "approval";
+    q.status = "Pending";
+    q.limit = 100000;
+    size_t approvals_armed = 0;
+    self->request(*store, std::chrono::seconds(30), list_atom::value, q)
+      .receive(
+        [&](std::vector<snapshot_record>& rows) {
+          for (auto& r : rows) {
+            self->send(approvals, expire_atom::value, r.id);
+            ++approvals_armed;
+          }
+        },
+        [&](caf::error& err) {
+          log->error("cannot list pending approvals: {}", error_detail(err));
+        });
+    if (resumed + approvals_armed > 0)
+      log->info("resuming {} deployment(s) and {} pending approval(s)", resumed,
+                approvals_armed);
+  }
   // The signal thread turns SIGTERM/SIGINT into a shutdown message.
   std::atomic<bool> root_done{false};
   std::thread signals{[&sigs, &root_done, root, log] {

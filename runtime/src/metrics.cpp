@@ -119,11 +119,34 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
                          .Help("Module libraries currently loaded on this node")
                          .Register(*registry_)
                          .Add({});
+  auto counter = [&](const char* name, const char* help) {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
+  };
+  deployments_started_ = counter("hotswap_deployments_started_total", "Deployments started");
+  deployments_completed_ = counter("hotswap_deployments_completed_total",
+                                   "Deployments that succeeded");
+  deployments_failed_ = counter("hotswap_deployments_failed_total", "Deployments that failed");
+  deployments_rolled_back_ = counter("hotswap_deployments_rolled_back_total",
+                                     "Deployments rolled back on request");
+  deployment_duration_ = &prometheus::BuildHistogram()
+                            .Name("hotswap_deployment_duration_seconds")
+                            .Help("Time from creation to a terminal state")
+                            .Register(*registry_)
+                            .Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 86400});
+  approvals_ = &prometheus::BuildCounter()
+                  .Name("hotswap_approvals_total")
+                  .Help("Approval outcomes by decision")
+                  .Register(*registry_);
   module_events_ = &prometheus::BuildCounter()
                       .Name("hotswap_module_events_total")
                       .Help("Events published by modules")
                       .Register(*registry_)
                       .Add({});
+}
+
+prometheus::Counter& node_metrics::approvals(const std::string& decision) {
+  return approvals_->Add({{"decision", decision}});
 }
 
 module_series node_metrics::module_series_for(const std::string& module,

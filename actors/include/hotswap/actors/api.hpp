@@ -12,6 +12,8 @@
 #include "caf/allowed_unsafe_message_type.hpp"
 #include "caf/typed_actor.hpp"
 
+#include "hotswap/actors/approval.hpp"
+#include "hotswap/actors/deployment.hpp"
 #include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/http_types.hpp"
 #include "hotswap/actors/identity.hpp"
@@ -41,6 +43,8 @@ struct api_env {
   std::map<std::string, module_host_actor> hosts;
   module_catalog_actor catalog;
   fleet_actor fleet;
+  deployment_host_actor deployments;
+  approval_host_actor approvals;
 };
 
 using bridge_actor = caf::typed_actor<caf::reacts_to<http_exchange_ptr>,

@@ -201,6 +201,7 @@ struct deployment {
   int32_t rollback_cursor = 0;
   bool rollback_started = false;
   std::string rollback_reason;               ///< why (failure message or "requested by X")
+  std::string rollback_outcome;              ///< status once the rollback is done: Failed | RolledBack | Cancelled
   std::string rollback_id;
   std::vector<stage_view> stages;
   std::string message;                       ///< last failure or outcome message

@@ -41,6 +41,9 @@ using module_host_actor = module_invoker_actor::extend<
   caf::replies_to<weights_atom, weights_command>::with<module_view>,
   caf::replies_to<retire_atom, retire_command>::with<ok_atom>,
   caf::replies_to<get_atom>::with<host_view>,
+  /// A probe of one loaded version whatever its weight (smoke checks):
+  /// (module, version, request). errc::not_found when not loaded here.
+  caf::replies_to<probe_atom, std::string, std::string, sdk::request>::with<invoke_result>,
   /// From a version's gateway: an event the module published.
   caf::reacts_to<sdk::publish_atom, std::string, std::string, sdk::event>,
   /// From a version's gateway: a custom metric sample.

@@ -43,5 +43,11 @@ using load_atom = caf::atom_constant<caf::atom("load")>;
 using unload_atom = caf::atom_constant<caf::atom("unload")>;
 using sample_atom = caf::atom_constant<caf::atom("sample")>;
 using metrics_atom = caf::atom_constant<caf::atom("metrics")>;
+using probe_atom = caf::atom_constant<caf::atom("probe")>;
+using resume_atom = caf::atom_constant<caf::atom("resume")>;
+using rollback_atom = caf::atom_constant<caf::atom("rollback")>;
+using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using run_atom = caf::atom_constant<caf::atom("run")>;
 
 } // namespace hotswap

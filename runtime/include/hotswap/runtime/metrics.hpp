@@ -83,6 +83,25 @@ public:
     return *module_events_;
   }
 
+  prometheus::Counter& deployments_started() {
+    return *deployments_started_;
+  }
+  prometheus::Counter& deployments_completed() {
+    return *deployments_completed_;
+  }
+  prometheus::Counter& deployments_failed() {
+    return *deployments_failed_;
+  }
+  prometheus::Counter& deployments_rolled_back() {
+    return *deployments_rolled_back_;
+  }
+  prometheus::Histogram& deployment_duration() {
+    return *deployment_duration_;
+  }
+
+  /// hotswap_approvals_total{decision}: approved, rejected, expired.
+  prometheus::Counter& approvals(const std::string& decision);
+
   /// Module uploads by outcome ("stored", "duplicate", "rejected").
   prometheus::Counter& module_uploads(const std::string& outcome);
 
@@ -110,6 +129,12 @@ private:
   prometheus::Family<prometheus::Counter>* module_uploads_;
   prometheus::Gauge* module_libraries_;
   prometheus::Counter* module_events_;
+  prometheus::Counter* deployments_started_;
+  prometheus::Counter* deployments_completed_;
+  prometheus::Counter* deployments_failed_;
+  prometheus::Counter* deployments_rolled_back_;
+  prometheus::Histogram* deployment_duration_;
+  prometheus::Family<prometheus::Counter>* approvals_;
 };
 
 } // namespace hotswap
