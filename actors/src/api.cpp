@@ -1383,14 +1383,24 @@ void post_deployment(bridge_ptr self, const call_ptr& c) {
               auto v = json::parse(view, ec);
               json::object o;
               o["executionId"] = id;
-              o["status"] = (!ec && v.is_object() && v.as_object().contains("status"))
-                              ? v.as_object().at("status")
-                              : json::value("Running");
+              // The contract answers "Running" for an accepted deployment; one
+              // waiting for its approval says so. (A deployment queued behind
+              // deployments.max_running_per_node shows Pending in GET.)
+              std::string status = "Running";
+              if (!ec && v.is_object() && v.as_object().contains("status")
+                  && v.as_object().at("status").is_string()) {
+                std::string s{v.as_object().at("status").as_string()};
+                if (s != "Pending")
+                  status = s;
+              }
+              deploy::deployment dd;
+              deploy::from_json(record, dd);
+              if (status == "Running" && dd.needs_approval)
+                status = "PendingApproval";
+              o["status"] = status;
               o["startTime"] = (!ec && v.is_object() && v.as_object().contains("startTime"))
                                  ? v.as_object().at("startTime")
                                  : json::value(rfc3339(now_millis()));
-              deploy::deployment dd;
-              deploy::from_json(record, dd);
               o["estimatedDuration"] = estimated_duration(dd);
               o["traceId"] = c->req().trace_id;
               json::object links;
