@@ -1,6 +1,7 @@
 // slow: answers after a configurable delay ({"latency_ms": N}, default 50)
 // without blocking a scheduler thread: the answer goes out through a
-// response promise when a delayed tick arrives.
+// response promise when a delayed tick arrives. slow-2.0.0.so adds
+// SLOW_EXTRA_MS on top (a canary whose latency must roll it back).
 
 #include <cstdlib>
 #include <map>
@@ -8,6 +9,13 @@
 #include <string>
 
 #include <hotswap/module.hpp>
+
+#ifndef SLOW_VERSION
+#  define SLOW_VERSION "1.0.0"
+#endif
+#ifndef SLOW_EXTRA_MS
+#  define SLOW_EXTRA_MS 0
+#endif
 
 namespace {
 
@@ -37,7 +45,7 @@ caf::behavior make_behavior(caf::event_based_actor* self, const hotswap::sdk::co
       auto id = st->next_id++;
       auto rp = self->make_response_promise();
       st->pending.emplace(id, std::make_pair(rp, std::move(req.payload)));
-      self->delayed_send(self, std::chrono::milliseconds(st->latency_ms),
+      self->delayed_send(self, std::chrono::milliseconds(st->latency_ms + SLOW_EXTRA_MS),
                          hotswap::sdk::tick_atom::value, id);
       return rp;
     },
@@ -60,4 +68,5 @@ const char* self_check() {
 
 } // namespace
 
-HOTSWAP_MODULE("slow", "1.0.0", "Answers after a configurable delay", make_behavior, self_check)
+HOTSWAP_MODULE("slow", SLOW_VERSION, "Answers after a configurable delay", make_behavior,
+               self_check)
