@@ -5,6 +5,8 @@
 #   2. snapshot writes through the store actor vs a raw libpq upsert (snapshot_bench)
 #   3. module invocations through module_host vs direct requests to the
 #      module's actors, and client pauses during hot swaps (module_bench)
+#   4. Direct deployments through the deployment host vs the raw worker
+#      commands they send, on SQLite and on PostgreSQL (deploy_bench)
 # Starts a private PostgreSQL (scripts/services.sh) and a node on a free port,
 # stops both at the end. Usage: scripts/bench.sh [build dir]
 set -euo pipefail
@@ -14,7 +16,7 @@ cd "$root"
 source scripts/deps.sh
 hotswap_install_deps >/dev/null
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C "$build" hotswapd http_bench snapshot_bench module_bench example_modules >/dev/null
+ninja -C "$build" hotswapd http_bench snapshot_bench module_bench deploy_bench example_modules >/dev/null
 
 if [ -z "${HOTSWAP_TEST_PG_URL:-}" ]; then
   exec scripts/services.sh run -- "$0" "$build"
@@ -56,3 +58,6 @@ echo "== snapshot writes: store actor put (+ audit) vs raw libpq upsert"
 "$build/bench/snapshot_bench" "$HOTSWAP_TEST_PG_URL" 3000 1 4
 echo "== module invocations: module_host vs direct to the module's actors; hot swap pauses"
 "$build/bench/module_bench" "$build/examples/modules" --requests 20000 --rounds 3 --swaps 20
+echo "== deployments: Direct through the deployment host vs raw worker commands"
+"$build/bench/deploy_bench" "$build/examples/modules" --deployments 50
+"$build/bench/deploy_bench" "$build/examples/modules" --deployments 50 --store "$HOTSWAP_TEST_PG_URL"
