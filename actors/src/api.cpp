@@ -1311,15 +1311,19 @@ void post_deployment(bridge_ptr self, const call_ptr& c) {
   auto req = deploy::parse_request(c->req().body, errs);
   auto& cfg = *self->state.env.cfg;
   deploy::canary_settings canary;
-  if (errs.empty()) {
-    auto& env = cfg.environments.at(req.environment);
+  {
+    // Canary bounds are checked with every other rule (all violations at
+    // once), against the environment's defaults when it is valid.
     deploy::canary_settings defaults;
-    defaults.steps = env.canary_steps;
-    defaults.step_seconds = env.step_seconds;
-    defaults.max_error_rate_increase_percent = env.max_error_rate_increase_percent;
-    defaults.max_latency_increase_percent = env.max_latency_increase_percent;
-    defaults.min_samples = env.min_samples;
-    defaults.inconclusive = env.inconclusive;
+    auto e = cfg.environments.find(req.environment);
+    if (e != cfg.environments.end()) {
+      defaults.steps = e->second.canary_steps;
+      defaults.step_seconds = e->second.step_seconds;
+      defaults.max_error_rate_increase_percent = e->second.max_error_rate_increase_percent;
+      defaults.max_latency_increase_percent = e->second.max_latency_increase_percent;
+      defaults.min_samples = e->second.min_samples;
+      defaults.inconclusive = e->second.inconclusive;
+    }
     canary = deploy::effective_canary(defaults, req, errs);
   }
   if (!errs.empty()) {
@@ -1362,22 +1366,24 @@ void post_deployment(bridge_ptr self, const call_ptr& c) {
     id = crypto::uuid4();
   }
   d.execution_id = id;
+  d.quota_reserved = !c->who.tenant_id.empty();
   auto record = deploy::to_json(d);
   auto ctx = c->ctx();
   auto module = d.module_name;
   auto version = d.version;
-  // The module version must exist (and be visible to a tenant's user).
-  self->request(self->state.env.store, timeout_of(self), module_atom::value, get_atom::value,
-                module, version)
-    .then(
-      [=](module_record& rec) {
-        if (!visible(c, rec)) {
-          reply_problem(c, 404, "Module " + module + " version " + version + " was not found.");
-          return;
-        }
-        self->request(self->state.env.deployments, timeout_of(self), create_atom::value, id,
-                      record, ctx)
-          .then(
+  auto tenant_id = c->who.tenant_id;
+  // Gives the tenant's quota reservation back when the deployment was not created.
+  auto release_quota = [=] {
+    if (!tenant_id.empty())
+      self->request(self->state.env.tenants, timeout_of(self), release_atom::value, tenant_id, id,
+                    ctx)
+        .then([](tenant&) {}, [](caf::error&) {});
+  };
+  // Then creates the deployment (durable before the 202).
+  auto create = [=] {
+    self->request(self->state.env.deployments, timeout_of(self), create_atom::value, id, record,
+                  ctx)
+      .then(
             [=](std::string& view) {
               boost::system::error_code ec;
               auto v = json::parse(view, ec);
@@ -1409,7 +1415,35 @@ void post_deployment(bridge_ptr self, const call_ptr& c) {
               c->extra_headers.emplace_back("Location", "/api/v1/deployments/" + id);
               reply_json(c, 202, json::serialize(o));
             },
-            [=](caf::error& err) { reply_error(c, err); });
+            [=](caf::error& err) {
+              release_quota();
+              reply_error(c, err);
+            });
+  };
+  // The module version must exist (and be visible to a tenant's user), and
+  // a tenant's deployment needs its quota reserved (idempotent per id).
+  self->request(self->state.env.store, timeout_of(self), module_atom::value, get_atom::value,
+                module, version)
+    .then(
+      [=](module_record& rec) {
+        if (!visible(c, rec)) {
+          reply_problem(c, 404, "Module " + module + " version " + version + " was not found.");
+          return;
+        }
+        if (tenant_id.empty()) {
+          create();
+          return;
+        }
+        self->request(self->state.env.tenants, timeout_of(self), reserve_atom::value, tenant_id, id,
+                      ctx)
+          .then([=](tenant&) { create(); },
+                [=](caf::error& err) {
+                  if (err == errc::conflict) {
+                    reply_problem(c, 409, error_detail(err));
+                    return;
+                  }
+                  reply_error(c, err);
+                });
       },
       [=](caf::error& err) {
         if (err == errc::not_found)

@@ -178,6 +178,18 @@ void finish(dep_ptr self, deployment next, const std::string& status, const std:
     }
     st.has_slot = false;
     caf::anon_send(st.host, done_atom::value, st.id);
+    if (st.d.quota_reserved && !st.d.tenant_id.empty()) {
+      // Give the tenant's quota back (idempotent per execution id).
+      request_ctx ctx;
+      ctx.username = "system";
+      auto id = st.id;
+      self->request(st.env.tenants, st.env.host.call_timeout, release_atom::value,
+                    st.d.tenant_id, st.id, ctx)
+        .then([](tenant&) {},
+              [id](caf::error& err) {
+                logger("deploy")->warn("[D:{}] quota not released: {}", id, error_detail(err));
+              });
+    }
     // Terminal: stop and release ownership; reads come from the store, a
     // later rollback re-activates it from its snapshot.
     self->quit();
@@ -322,9 +334,13 @@ void step_failed(dep_ptr self, bool rollback, const std::string& why) {
   }
   dlog()->error("{} rollback failed: {}", tag(st), why);
   auto next = st.d;
-  set_stage(next, "Deploy to", "Failed", "rollback failed: " + why);
+  set_stage(next, "Deploy to", "Failed", st.d.rollback_reason + "; rollback failed: " + why);
+  for (auto& s : next.stages)
+    if (s.status == "Pending" || s.status == "Running")
+      s.status = "Skipped";
   finish(self, std::move(next), "Failed", "DeploymentFailed",
-         "rollback failed after " + std::to_string(max_rollback_attempts) + " attempts: " + why);
+         st.d.rollback_reason + "; rollback failed after "
+           + std::to_string(max_rollback_attempts) + " attempts: " + why);
 }
 
 void run_step(dep_ptr self, bool rollback) {
@@ -913,9 +929,25 @@ deployment_actor::behavior_type deployment_behavior(dep_ptr self, std::string id
       next.status = "RollingBack";
       ++st.generation;
       st.window_open = false;
+      auto was_pending_approval = st.d.status == "PendingApproval";
       persist(self, std::move(next), "DeploymentCancelRequested",
               "cancel requested by " + ctx.username, ctx, [=]() mutable {
-                rp.deliver(to_view_json(self->state.d));
+                auto& st = self->state;
+                if (was_pending_approval) {
+                  // Close the approval: a cancelled deployment can no longer be approved.
+                  approval_decision dec;
+                  dec.approve = false;
+                  dec.user_id = "system";
+                  dec.username = "system";
+                  dec.reason = "the deployment was cancelled by " + ctx.username;
+                  self->request(st.env.approvals, st.env.host.call_timeout, decide_atom::value,
+                                st.id, dec, ctx)
+                    .then([](approval&) {},
+                          [](caf::error&) {
+                            // Already decided or expired: nothing to close.
+                          });
+                }
+                rp.deliver(to_view_json(st.d));
                 advance(self);
               });
       return rp;

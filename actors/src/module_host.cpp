@@ -1,6 +1,7 @@
 #include "hotswap/actors/module_host.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -139,6 +140,11 @@ struct host_state {
   std::unordered_map<caf::actor_addr, std::pair<std::string, std::string>> index;
   uint64_t generations = 0;
   uint64_t libraries = 0;
+  /// The worker's loaded versions and weights are durable (snapshot kind
+  /// "worker", id "<node>/<environment>") so a restarted node restores them.
+  int64_t state_epoch = 0;       ///< 0 until the start-up claim answered
+  bool writing = false;
+  std::deque<std::pair<std::string, audit_event>> writes;
   static inline const char* name = "module_host";
 
   host_state() = default;
@@ -185,9 +191,9 @@ caf::error check_epoch(host_ptr self, const command_origin& o) {
   return {};
 }
 
-void audit(host_ptr self, const command_origin& o, const std::string& action,
-           const std::string& result, const std::string& module, const std::string& version,
-           const std::string& message) {
+audit_event make_event(host_ptr self, const command_origin& o, const std::string& action,
+                       const std::string& result, const std::string& module,
+                       const std::string& version, const std::string& message) {
   auto& st = self->state;
   audit_event ev;
   ev.at = now_millis();
@@ -207,6 +213,15 @@ void audit(host_ptr self, const command_origin& o, const std::string& action,
   d["owner"] = o.owner;
   d["epoch"] = o.epoch;
   ev.detail = boost::json::serialize(d);
+  return ev;
+}
+
+/// An audit event without a state change (a failed stage).
+void audit(host_ptr self, const command_origin& o, const std::string& action,
+           const std::string& result, const std::string& module, const std::string& version,
+           const std::string& message) {
+  auto& st = self->state;
+  auto ev = make_event(self, o, action, result, module, version, message);
   auto log_tag = tag(st, module, version);
   self->request(st.env.store, caf::infinite, audit_atom::value, ev)
     .then([](int64_t) {},
@@ -214,6 +229,129 @@ void audit(host_ptr self, const command_origin& o, const std::string& action,
             logger("worker")->warn("{} audit event {} not written: {}", log_tag, action,
                                    error_detail(err));
           });
+}
+
+std::string worker_id(const host_state& st) {
+  return st.env.node_id + "/" + st.env.environment;
+}
+
+/// {"modules":{"echo":{"1.0.0":100,"2.0.0":0}}} of the versions taking part
+/// (retiring ones excluded).
+std::string state_json(const host_state& st) {
+  boost::json::object modules;
+  for (auto& [name, m] : st.modules) {
+    boost::json::object versions;
+    for (auto& [version, slot] : m.slots)
+      if (!slot.retiring)
+        versions[version] = m.router.weight(version);
+    if (!versions.empty())
+      modules[name] = std::move(versions);
+  }
+  boost::json::object o;
+  o["modules"] = std::move(modules);
+  return boost::json::serialize(o);
+}
+
+void drain_writes(host_ptr self) {
+  auto& st = self->state;
+  if (st.writing || st.writes.empty() || st.state_epoch == 0)
+    return;
+  auto [body, ev] = std::move(st.writes.front());
+  st.writes.pop_front();
+  snapshot_record snap;
+  snap.kind = "worker";
+  snap.id = worker_id(st);
+  snap.status = "Active";
+  snap.epoch = st.state_epoch;
+  snap.body = body;
+  snap.updated_at = now_millis();
+  st.writing = true;
+  auto action = ev.action;
+  self->request(st.env.store, caf::infinite, put_atom::value, snap, ev)
+    .then(
+      [=](int64_t) {
+        self->state.writing = false;
+        drain_writes(self);
+      },
+      [=](caf::error& err) {
+        auto& st = self->state;
+        st.writing = false;
+        logger("worker")->warn("[W:{}] worker state and {} not written: {}", st.env.environment,
+                               action, error_detail(err));
+        drain_writes(self);
+      });
+}
+
+/// Records the worker's current state together with the audit event of the
+/// change (one transaction), in order.
+void save_state(host_ptr self, audit_event ev) {
+  auto& st = self->state;
+  st.writes.emplace_back(state_json(st), std::move(ev));
+  drain_writes(self);
+}
+
+/// Start-up: claim this worker's state and restore what a previous run had
+/// loaded (stage every version, then its weights).
+void restore(host_ptr self) {
+  auto& st = self->state;
+  self->request(st.env.store, std::chrono::seconds(30), claim_atom::value,
+                std::string{"worker"}, worker_id(st), st.env.node_id)
+    .then(
+      [=](claim_result& cr) {
+        auto& st = self->state;
+        st.state_epoch = cr.epoch;
+        if (!cr.snapshot.body.empty()) {
+          boost::system::error_code ec;
+          auto v = boost::json::parse(cr.snapshot.body, ec);
+          if (!ec && v.is_object() && v.as_object().contains("modules")
+              && v.as_object().at("modules").is_object()) {
+            command_origin o;
+            o.owner = "restore";
+            o.actor_user = "system";
+            for (auto& [name, versions] : v.as_object().at("modules").as_object()) {
+              if (!versions.is_object())
+                continue;
+              std::map<std::string, uint32_t> weights;
+              for (auto& [version, w] : versions.as_object())
+                weights[std::string(version)] = w.is_int64() ? static_cast<uint32_t>(w.as_int64())
+                                                             : 0u;
+              auto module = std::string(name);
+              auto left = std::make_shared<size_t>(weights.size());
+              logger("worker")->info("[W:{} M:{}] restoring {} version(s)", st.env.environment,
+                                     module, weights.size());
+              for (auto& [version, w] : weights) {
+                self->request(module_host_actor{self}, std::chrono::minutes(2), stage_atom::value,
+                              stage_command{module, version, 0, o})
+                  .then(
+                    [=](version_view&) {
+                      if (--*left == 0)
+                        self->request(module_host_actor{self}, std::chrono::minutes(2), weights_atom::value,
+                                      weights_command{module, weights, o})
+                          .then([](module_view&) {},
+                                [module](caf::error& err) {
+                                  logger("worker")->warn("[M:{}] weights not restored: {}",
+                                                         module, error_detail(err));
+                                });
+                    },
+                    [=](caf::error& err) {
+                      logger("worker")->warn("[M:{} {}] not restored: {}", module, version,
+                                             error_detail(err));
+                      if (--*left == 0)
+                        self->request(module_host_actor{self}, std::chrono::minutes(2), weights_atom::value,
+                                      weights_command{module, weights, o})
+                          .then([](module_view&) {}, [](caf::error&) {});
+                    });
+              }
+            }
+          }
+        }
+        drain_writes(self);
+      },
+      [=](caf::error& err) {
+        logger("worker")->error("[W:{}] worker state not claimed: {}; retrying",
+                                self->state.env.environment, error_detail(err));
+        self->delayed_send(self, std::chrono::seconds(1), restore_atom::value);
+      });
 }
 
 version_view view_of(const host_state& st, const module_entry& m, const std::string& version,
@@ -279,8 +417,9 @@ void unload(host_ptr self, const std::string& module, const std::string& version
         if (st.env.metrics)
           st.env.metrics->module_libraries_loaded().Decrement();
         logger("worker")->info("{} retired", t);
-        audit(self, origin, "ModuleRetired", "Success", module, version,
-              "retired " + module + " " + version + " in " + st.env.environment);
+        save_state(self, make_event(self, origin, "ModuleRetired", "Success", module, version,
+                                    "retired " + module + " " + version + " in "
+                                      + st.env.environment));
         for (auto& w : waiters)
           w.deliver(ok_atom::value);
       },
@@ -367,8 +506,10 @@ void loaded(host_ptr self, const stage_command& cmd, library_ptr lib) {
     st.env.metrics->module_libraries_loaded().Increment();
   logger("worker")->info("{} staged with weight {} ({} handler actors)",
                          tag(st, cmd.module, cmd.version), weight, s.actors.size());
-  audit(self, cmd.origin, "ModuleStaged", "Success", cmd.module, cmd.version,
-        "staged " + cmd.module + " " + cmd.version + " in " + st.env.environment);
+  save_state(self, make_event(self, cmd.origin, "ModuleStaged", "Success", cmd.module,
+                              cmd.version,
+                              "staged " + cmd.module + " " + cmd.version + " in "
+                                + st.env.environment));
   auto v = view_of(st, m, cmd.version, s);
   for (auto& w : waiters)
     w.deliver(v);
@@ -450,6 +591,7 @@ void fail_calls(host_ptr self, const caf::actor_addr& addr, const caf::error& re
 
 module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
   self->state.env = std::move(env);
+  restore(self);
   self->set_down_handler([=](caf::down_msg& dm) {
     auto& st = self->state;
     auto ii = st.index.find(dm.source);
@@ -569,8 +711,9 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       for (auto& [v, w] : mi->second.router.weights())
         summary += (summary.empty() ? "" : ", ") + v + "=" + std::to_string(w);
       logger("worker")->info("{} weights {}", tag(st, cmd.module, ""), summary);
-      audit(self, cmd.origin, "ModuleWeightsSet", "Success", cmd.module, "",
-            "weights of " + cmd.module + " in " + st.env.environment + ": " + summary);
+      save_state(self, make_event(self, cmd.origin, "ModuleWeightsSet", "Success", cmd.module,
+                                  "", "weights of " + cmd.module + " in " + st.env.environment
+                                        + ": " + summary));
       return module_view_of(st, cmd.module, mi->second);
     },
     [=](retire_atom, retire_command& cmd) -> caf::result<ok_atom> {
@@ -654,6 +797,7 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
           });
       return rp;
     },
+    [=](restore_atom) { restore(self); },
     [=](get_atom) {
       auto& st = self->state;
       host_view out;

@@ -175,6 +175,18 @@ tenant_actor::behavior_type tenant_behavior(tenant_ptr self, std::string id, cla
         return not_found(self);
       return run_transition(self, apply(self->state.current, change, now_millis()), ctx);
     },
+    [=](reserve_atom, std::string& execution_id, request_ctx& ctx) -> caf::result<tenant> {
+      touch(self);
+      if (!self->state.exists)
+        return not_found(self);
+      return run_transition(self, reserve(self->state.current, execution_id, now_millis()), ctx);
+    },
+    [=](release_atom, std::string& execution_id, request_ctx& ctx) -> caf::result<tenant> {
+      touch(self);
+      if (!self->state.exists)
+        return not_found(self);
+      return run_transition(self, release(self->state.current, execution_id, now_millis()), ctx);
+    },
     [=](tick_atom, uint64_t) {
       // Idle for a whole period: passivate (state is already durable).
       auto idle = self->clock().now() - self->state.last_active;
@@ -241,6 +253,12 @@ tenant_host_actor::behavior_type tenant_host(host_ptr self, host_env env) {
     },
     [=](tier_atom, const std::string& id, tier_change& c, request_ctx& ctx) {
       return must_exist(id, tier_atom::value, c, ctx);
+    },
+    [=](reserve_atom, const std::string& id, std::string& execution_id, request_ctx& ctx) {
+      return must_exist(id, reserve_atom::value, execution_id, ctx);
+    },
+    [=](release_atom, const std::string& id, std::string& execution_id, request_ctx& ctx) {
+      return must_exist(id, release_atom::value, execution_id, ctx);
     },
     [=](passivate_atom) {
       auto rp = self->make_response_promise<ok_atom>();

@@ -1,6 +1,9 @@
 #include "hotswap/actors/tenant_state.hpp"
 
 #include <algorithm>
+#include <ctime>
+
+#include <algorithm>
 #include <cctype>
 #include <regex>
 
@@ -244,7 +247,81 @@ std::string to_json(const tenant& t) {
   o["deletedAt"] = rfc3339_or_null(t.deleted_at);
   o["contactEmail"] = t.contact_email;
   o["metadata"] = std::move(md);
+  json::object usage;
+  json::array running;
+  for (auto& id : t.running_deployments)
+    running.emplace_back(id);
+  usage["runningDeployments"] = std::move(running);
+  usage["usageDay"] = t.usage_day;
+  usage["deploymentsToday"] = t.deployments_today;
+  o["usage"] = std::move(usage);
   return json::serialize(o);
+}
+
+namespace {
+
+std::string utc_day(millis now) {
+  auto secs = static_cast<time_t>(now / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d", &tm);
+  return buf;
+}
+
+} // namespace
+
+transition reserve(const tenant& t, const std::string& execution_id, millis now) {
+  transition tr;
+  tr.next = t;
+  auto& r = t.running_deployments;
+  if (std::find(r.begin(), r.end(), execution_id) != r.end()) {
+    tr.kind = transition::unchanged;
+    return tr;
+  }
+  if (t.status != "Active") {
+    tr.kind = transition::refused;
+    tr.reason = "Tenant " + t.id + " is " + t.status + "; it cannot start deployments.";
+    return tr;
+  }
+  auto day = utc_day(now);
+  auto today = t.usage_day == day ? t.deployments_today : 0;
+  if (static_cast<int32_t>(r.size()) >= t.quota.max_concurrent_deployments) {
+    tr.kind = transition::refused;
+    tr.reason = "Quota maxConcurrentDeployments (" + std::to_string(t.quota.max_concurrent_deployments)
+                + ") of tenant " + t.id + " is exhausted: " + std::to_string(r.size())
+                + " deployment(s) running.";
+    return tr;
+  }
+  if (today >= t.quota.max_deployments_per_day) {
+    tr.kind = transition::refused;
+    tr.reason = "Quota maxDeploymentsPerDay (" + std::to_string(t.quota.max_deployments_per_day)
+                + ") of tenant " + t.id + " is exhausted for " + day + ".";
+    return tr;
+  }
+  tr.kind = transition::changed;
+  tr.next.running_deployments.push_back(execution_id);
+  tr.next.usage_day = day;
+  tr.next.deployments_today = today + 1;
+  tr.next.updated_at = now;
+  tr.action = "QuotaReserved";
+  return tr;
+}
+
+transition release(const tenant& t, const std::string& execution_id, millis now) {
+  transition tr;
+  tr.next = t;
+  auto& r = tr.next.running_deployments;
+  auto i = std::find(r.begin(), r.end(), execution_id);
+  if (i == r.end()) {
+    tr.kind = transition::unchanged;
+    return tr;
+  }
+  r.erase(i);
+  tr.kind = transition::changed;
+  tr.next.updated_at = now;
+  tr.action = "QuotaReleased";
+  return tr;
 }
 
 bool from_json(const std::string& text, tenant& t) {
@@ -276,6 +353,18 @@ bool from_json(const std::string& text, tenant& t) {
   t.updated_at = t.created_at; // the snapshot row keeps the real updated_at
   t.suspended_at = parse_rfc3339(get_string(o, "suspendedAt"));
   t.deleted_at = parse_rfc3339(get_string(o, "deletedAt"));
+  t.running_deployments.clear();
+  t.usage_day.clear();
+  t.deployments_today = 0;
+  if (auto u = o.if_contains("usage"); u && u->is_object()) {
+    auto& uo = u->as_object();
+    if (auto r = uo.if_contains("runningDeployments"); r && r->is_array())
+      for (auto& x : r->as_array())
+        if (x.is_string())
+          t.running_deployments.emplace_back(x.as_string());
+    t.usage_day = get_string(uo, "usageDay");
+    t.deployments_today = static_cast<int32_t>(get_int(uo, "deploymentsToday"));
+  }
   return !t.id.empty() && t.tier >= 0;
 }
 

@@ -15,8 +15,13 @@ bool version_router::contains(const std::string& version) const {
 std::string version_router::set_weights(const std::map<std::string, uint32_t>& weights) {
   for (auto& [v, w] : weights) {
     auto i = entries_.find(v);
-    if (i == entries_.end())
+    if (i == entries_.end()) {
+      // Weight 0 for a version that is not loaded is already true (a
+      // rollback that names a version whose stage failed).
+      if (w == 0)
+        continue;
       return "version " + v + " is not loaded";
+    }
     if (i->second.draining && w > 0)
       return "version " + v + " is being retired";
   }

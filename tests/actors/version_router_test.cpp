@@ -111,6 +111,14 @@ CAF_TEST(set_weights refusing an unknown version changes nothing) {
     CAF_CHECK_EQUAL(x, "1.0.0");
 }
 
+CAF_TEST(weight zero for a version that is not loaded is accepted and ignored) {
+  version_router r;
+  r.add("1.0.0", 0);
+  CAF_CHECK_EQUAL(r.set_weights({{"1.0.0", 100}, {"4.0.0", 0}}), "");
+  CAF_CHECK_EQUAL(r.weight("1.0.0"), 100u);
+  CAF_CHECK(!r.contains("4.0.0"));
+}
+
 CAF_TEST(a draining version is never picked and refuses a positive weight) {
   version_router r;
   r.add("1.0.0", 50);

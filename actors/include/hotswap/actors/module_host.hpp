@@ -7,7 +7,9 @@
 // losing a request (retire: stop routing, drain, stop the actors, wait for
 // their down messages, then dlclose). Every command carries its owner's
 // fencing epoch; a lower epoch than the highest seen for that owner is
-// refused with errc::fenced. Every command is idempotent.
+// refused with errc::fenced. Every command is idempotent. The loaded
+// versions and weights are durable (snapshot kind "worker"): a restarted
+// node stages them again before anything else.
 
 #include <chrono>
 #include <map>
@@ -49,7 +51,9 @@ using module_host_actor = module_invoker_actor::extend<
   /// From a version's gateway: a custom metric sample.
   caf::reacts_to<sdk::metric_atom, std::string, std::string, sdk::metric>,
   /// Internal: the drain deadline of (module, version, generation).
-  caf::reacts_to<retire_atom, std::string, std::string, uint64_t>>;
+  caf::reacts_to<retire_atom, std::string, std::string, uint64_t>,
+  /// Internal: claim and restore the worker's durable state (retried).
+  caf::reacts_to<restore_atom>>;
 
 struct module_host_env {
   std::string node_id;

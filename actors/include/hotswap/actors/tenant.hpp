@@ -21,6 +21,7 @@ using tier_atom = caf::atom_constant<caf::atom("tier")>;
 using child_atom = caf::atom_constant<caf::atom("child")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using json_atom = caf::atom_constant<caf::atom("json")>;
+using reserve_atom = caf::atom_constant<caf::atom("reserve")>;
 
 /// One tenant. errc::not_found for every command but create while the
 /// tenant was never written; errc::fenced (and the actor stops) when a newer
@@ -33,6 +34,9 @@ using tenant_actor = caf::typed_actor<
   caf::replies_to<update_atom, tenant_patch, request_ctx>::with<tenant>,
   caf::replies_to<status_atom, int32_t, request_ctx>::with<tenant>,
   caf::replies_to<tier_atom, tier_change, request_ctx>::with<tenant>,
+  /// Deployment quota: reserve / release for an execution id (idempotent).
+  caf::replies_to<reserve_atom, std::string, request_ctx>::with<tenant>,
+  caf::replies_to<release_atom, std::string, request_ctx>::with<tenant>,
   caf::reacts_to<tick_atom, uint64_t>>;
 
 /// Spawns (monitored by `host`) the actor owning tenant `id` at `claim.epoch`,
@@ -47,6 +51,9 @@ using tenant_host_actor = caf::typed_actor<
   caf::replies_to<update_atom, std::string, tenant_patch, request_ctx>::with<tenant>,
   caf::replies_to<status_atom, std::string, int32_t, request_ctx>::with<tenant>,
   caf::replies_to<tier_atom, std::string, tier_change, request_ctx>::with<tenant>,
+  /// (tenant id, execution id, ctx): deployment quota reservation.
+  caf::replies_to<reserve_atom, std::string, std::string, request_ctx>::with<tenant>,
+  caf::replies_to<release_atom, std::string, std::string, request_ctx>::with<tenant>,
   /// Stops every tenant actor and releases ownership (shutdown).
   caf::replies_to<passivate_atom>::with<ok_atom>,
   caf::replies_to<stats_atom>::with<host_stats>,

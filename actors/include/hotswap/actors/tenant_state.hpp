@@ -63,13 +63,18 @@ struct tenant {
   millis updated_at = 0;
   millis suspended_at = 0;
   millis deleted_at = 0;
+  /// Quota reservations of running deployments (execution ids).
+  std::vector<std::string> running_deployments;
+  std::string usage_day;         ///< UTC day of deployments_today ("2026-11-27")
+  int32_t deployments_today = 0; ///< reservations made on usage_day
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tenant& x) {
   return f(caf::meta::type_name("tenant"), x.id, x.name, x.subdomain, x.custom_domain,
            x.contact_email, x.status, x.tier, x.quota, x.metadata, x.created_at, x.updated_at,
-           x.suspended_at, x.deleted_at);
+           x.suspended_at, x.deleted_at, x.running_deployments, x.usage_day,
+           x.deployments_today);
 }
 
 /// Input of a create; already parsed from JSON. `tier` < 0 = missing.
@@ -157,7 +162,17 @@ transition apply(const tenant& t, const tenant_patch& patch, millis now);
 transition apply(const tenant& t, int32_t op, millis now);
 transition apply(const tenant& t, const tier_change& change, millis now);
 
-/// JSON of the snapshot body and of the API (the same shape: api-v1.md).
+/// Reserves quota for deployment `execution_id` at `now`. Idempotent (a
+/// held reservation is unchanged). Refused when the tenant is not Active,
+/// or when maxConcurrentDeployments or maxDeploymentsPerDay would be
+/// exceeded (the reason names the quota).
+transition reserve(const tenant& t, const std::string& execution_id, millis now);
+
+/// Releases the reservation of `execution_id` (unchanged when not held).
+transition release(const tenant& t, const std::string& execution_id, millis now);
+
+/// JSON of the snapshot body and of the API (the same shape: api-v1.md,
+/// plus `usage`: runningDeployments, deploymentsToday, usageDay).
 std::string to_json(const tenant& t);
 bool from_json(const std::string& text, tenant& out);
 

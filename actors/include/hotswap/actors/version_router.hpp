@@ -19,8 +19,9 @@ public:
   /// Whether `version` is known (routable or draining).
   bool contains(const std::string& version) const;
 
-  /// Replaces the weights: every listed version must be present and not
-  /// draining; versions not listed get weight 0. Returns an empty string on
+  /// Replaces the weights: every listed version with a positive weight must
+  /// be present and not draining (weight 0 for an absent version is
+  /// accepted and ignored); versions not listed get weight 0. Returns an empty string on
   /// success, else why the weights were refused (nothing changed).
   std::string set_weights(const std::map<std::string, uint32_t>& weights);
 

@@ -49,5 +49,6 @@ using rollback_atom = caf::atom_constant<caf::atom("rollback")>;
 using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using run_atom = caf::atom_constant<caf::atom("run")>;
+using restore_atom = caf::atom_constant<caf::atom("restore")>;
 
 } // namespace hotswap
