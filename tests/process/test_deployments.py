@@ -584,6 +584,44 @@ class StrategiesTest(DeploymentCase):
         self.assertEqual(self.get_deployment(eid)["status"], "Cancelled")
 
 
+class QuotaTest(DeploymentCase):
+
+    def test_tenant_quota_holds_concurrent_deployments_and_is_released(self):
+        self.start_node()
+        self.upload("echo", "1.0.0")
+        resp = self.n.post("/api/v1/tenants", {
+            "name": "Quota Tenant", "subdomain": harness.unique("quota-"), "tier": "Free",
+            "contactEmail": "ops@example.com"}, user="admin")
+        self.assertStatus(resp, 201)
+        tid = resp.body["tenantId"]
+        self.assertEqual(resp.body["resourceQuota"]["maxConcurrentDeployments"], 1)
+        name = harness.unique("qdep")
+        resp = self.n.post("/api/v1/users", {
+            "username": name, "password": "Tenant-pass-123", "email": f"{name}@example.com",
+            "fullName": "Quota Deployer", "roles": ["Deployer"], "tenantId": tid}, user="admin")
+        self.assertStatus(resp, 201)
+        self.n.login(name, "Tenant-pass-123")
+        # The first deployment waits for its approval and holds the tenant's only slot.
+        first = self.deploy_pending("echo", "1.0.0", "Staging", user=name, requireApproval=True)
+        tenant = self.n.get(f"/api/v1/tenants/{tid}", user="admin").body
+        self.assertEqual(tenant["usage"]["runningDeployments"], [first], tenant)
+        second = self.deploy("echo", "1.0.0", "Staging", user=name, requireApproval=True)
+        body = self.assertProblem(second, 409)
+        self.assertIn("maxConcurrentDeployments", body["detail"], body)
+        # A platform user is not bound by the tenant's quota.
+        self.deploy_ok("echo", "1.0.0", "Development", user="deployer")
+        # Ending the first deployment releases the slot.
+        self.assertStatus(self.decide(first, "reject", reason="not now"), 200)
+        self.assertEnded(first, "Failed")
+
+        def released():
+            t = self.n.get(f"/api/v1/tenants/{tid}", user="admin").body
+            return t["usage"]["runningDeployments"] == []
+        harness.wait_until(released, STATE_DEADLINE, "the tenant's reservation is released")
+        third = self.deploy_pending("echo", "1.0.0", "Staging", user=name, requireApproval=True)
+        self.assertNotEqual(third, first)
+
+
 # --------------------------------------------------------------------------------------------
 # Canary in Production
 

@@ -8,8 +8,10 @@ import harness
 from harness import NodeTestCase
 
 PREFIXES = ("/api/v1/tenants", "/api/tenants")
+# The contract's fields plus `usage` (the deployment quota in use: running deployments and
+# today's count, docs/deployments.md).
 TENANT_KEYS = {"tenantId", "name", "subdomain", "customDomain", "status", "tier", "resourceQuota",
-               "createdAt", "suspendedAt", "deletedAt", "contactEmail", "metadata"}
+               "createdAt", "suspendedAt", "deletedAt", "contactEmail", "metadata", "usage"}
 QUOTA_KEYS = {"maxConcurrentDeployments", "maxDeploymentsPerDay", "maxModules", "maxStorageMB"}
 CONCURRENT = {"Free": 1, "Starter": 3, "Professional": 10, "Enterprise": 50}
 
