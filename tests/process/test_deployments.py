@@ -622,6 +622,43 @@ class QuotaTest(DeploymentCase):
         self.assertNotEqual(third, first)
 
 
+class LoadTest(DeploymentCase):
+
+    def test_200_concurrent_deployments_all_end_and_the_queue_bound_holds(self):
+        import concurrent.futures
+        self.start_node(deployments={"max_running_per_node": 4, "queue_limit": 60})
+        self.upload("echo", "1.0.0")
+        self.upload("echo", "2.0.0")
+
+        def post(i):
+            return self.deploy("echo", "1.0.0" if i % 2 == 0 else "2.0.0", "Development",
+                               user="deployer")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(post, range(200)))
+        accepted = [r.body["executionId"] for r in answers if r.status == 202]
+        refused = [r for r in answers if r.status == 429]
+        self.assertEqual(len(accepted) + len(refused), 200,
+                         [r for r in answers if r.status not in (202, 429)][:3])
+        for r in refused:
+            self.assertProblem(r, 429)
+            self.assertIn("retry-after", r.headers, r)
+        # At most 4 running + 60 queued can be outstanding at any time, so a burst of 200
+        # from 8 clients is refused in part; everything accepted runs.
+        self.assertGreater(len(accepted), 0)
+        self.assertGreater(len(refused), 0, "the queue bound was never reached")
+        for eid in accepted:
+            d = self.wait_terminal(eid, timeout=120)
+            self.assertIn(d["status"], ("Succeeded", "Failed"), d)
+        listed = set()
+        cursor = "0"
+        while cursor is not None:
+            resp = self.n.get(f"{DEPLOYMENTS}?limit=500&cursor={cursor}", user="viewer")
+            self.assertStatus(resp, 200)
+            listed.update(item["executionId"] for item in resp.body)
+            cursor = resp.headers.get("x-next-cursor")
+        self.assertEqual(listed, set(accepted), "every accepted deployment is listed, none else")
+
+
 # --------------------------------------------------------------------------------------------
 # Canary in Production
 
