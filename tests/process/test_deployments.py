@@ -563,6 +563,15 @@ class StrategiesTest(DeploymentCase):
         self.wait_weights("echo", "Staging", {"2.0.0": 100})
         self.assertAnswers("Staging", "2.0.0")
 
+        # A green that fails its self-check (echo 4.0.0) is never loaded, so it never
+        # switches: the deployment fails at its stage step and blue keeps 100 %.
+        self.upload("echo", "4.0.0")
+        broken = self.deploy_ok("echo", "4.0.0", "Staging")
+        d = self.assertEnded(broken, "Failed")
+        self.assertIn("self-check", d["message"] or "", d)
+        self.wait_weights("echo", "Staging", {"2.0.0": 100})
+        self.assertAnswers("Staging", "2.0.0")
+
     def test_staging_approval_on_request_and_cancel(self):
         self.start_node()
         self.upload("echo", "1.0.0")
