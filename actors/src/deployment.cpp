@@ -702,6 +702,27 @@ void advance(dep_ptr self) {
   auto& d = st.d;
   if (!st.exists || st.busy || is_terminal(d.status))
     return;
+  // Waiting for an approval holds no run slot (it may take a day).
+  if (d.status != "RollingBack") {
+    auto approval_stage = find_stage(d, "Approval");
+    if (approval_stage != nullptr && approval_stage->status == "Pending") {
+      request_approval(self);
+      return;
+    }
+    if (d.status == "PendingApproval") {
+      // The decision may have been made while this actor was not running.
+      st.busy = true;
+      self->request(st.env.approvals, st.env.host.call_timeout, get_atom::value, st.id)
+        .then(
+          [=](approval& a) {
+            self->state.busy = false;
+            if (a.status != "Pending")
+              on_decision(self, a);
+          },
+          [=](caf::error&) { self->state.busy = false; });
+      return;
+    }
+  }
   if (!st.has_slot) {
     st.busy = true;
     self->request(st.host, st.env.host.call_timeout, run_atom::value, st.id)
@@ -739,24 +760,6 @@ void advance(dep_ptr self) {
                                    : (outcome == "Cancelled" ? "DeploymentCancelled"
                                                              : "DeploymentFailed"),
            msg);
-    return;
-  }
-  auto approval_stage = find_stage(d, "Approval");
-  if (approval_stage != nullptr && approval_stage->status == "Pending") {
-    request_approval(self);
-    return;
-  }
-  if (d.status == "PendingApproval") {
-    // The decision may have been made while this actor was not running.
-    st.busy = true;
-    self->request(st.env.approvals, st.env.host.call_timeout, get_atom::value, st.id)
-      .then(
-        [=](approval& a) {
-          self->state.busy = false;
-          if (a.status != "Pending")
-            on_decision(self, a);
-        },
-        [=](caf::error&) { self->state.busy = false; });
     return;
   }
   auto scan = find_stage(d, "Security Scan");
@@ -994,7 +997,18 @@ deployment_host_actor::behavior_type deployment_host(dhost_ptr self, deployment_
                                        deployment_host_actor{self});
   };
   self->state.init("deployment", env.host, spawner);
-  self->set_down_handler([=](caf::down_msg& dm) { self->state.on_down(self, dm); });
+  self->set_down_handler([=](caf::down_msg& dm) {
+    // A child that stops for good (fenced: another node owns it now; or an
+    // orderly stop) gives its run slot back; a crashed one is restarted and
+    // keeps it.
+    std::string id;
+    for (auto& [cid, c] : self->state.children)
+      if (c.handle.address() == dm.source)
+        id = cid;
+    self->state.on_down(self, dm);
+    if (!id.empty() && (dm.reason == errc::fenced || is_orderly_exit(dm.reason)))
+      self->send(self, done_atom::value, id);
+  });
   auto forward = [=](const std::string& id, bool must_exist, auto... xs) {
     auto rp = self->make_response_promise<std::string>();
     self->state.with_child(
