@@ -9,6 +9,8 @@ source scripts/deps.sh
 hotswap_install_deps
 build="${HOTSWAP_BUILD_DIR:-$root/build}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C "$build" hotswapd
+# The node, the CLI and the example modules (docs/modules.md walks through them).
+ninja -C "$build" hotswapd hotswapctl example_modules invoke_client
+echo "dev: example modules in $build/examples/modules, CLI $build/tools/hotswapctl"
 echo "dev: starting a development node (Ctrl-C stops it gracefully)"
 exec "$build/tools/hotswapd" "$@"
