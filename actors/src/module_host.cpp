@@ -116,6 +116,9 @@ struct module_entry {
   std::map<std::string, version_slot> slots;
   /// Versions being loaded, with who waits for them.
   std::map<std::string, std::vector<caf::typed_response_promise<version_view>>> staging;
+  /// Retires that arrived while their version was still loading: the load
+  /// is undone as soon as it finishes, then they are answered.
+  std::map<std::string, std::vector<caf::typed_response_promise<ok_atom>>> retire_after_load;
 };
 
 /// One invocation a handler has taken and not answered yet.
@@ -486,6 +489,30 @@ void loaded(host_ptr self, const stage_command& cmd, library_ptr lib) {
   auto& m = st.modules[cmd.module];
   auto waiters = std::move(m.staging[cmd.version]);
   m.staging.erase(cmd.version);
+  if (auto r = m.retire_after_load.find(cmd.version); r != m.retire_after_load.end()) {
+    // Retired while loading: never route to it; close it again at once.
+    auto retirers = std::move(r->second);
+    m.retire_after_load.erase(r);
+    if (m.slots.empty() && m.staging.empty() && m.retire_after_load.empty())
+      st.modules.erase(cmd.module);
+    logger("worker")->info("{} retired while it was loading; unloading",
+                           tag(st, cmd.module, cmd.version));
+    auto err = caf::make_error(errc::conflict, cmd.module + " " + cmd.version
+                                                 + " was retired while it was loading");
+    for (auto& w : waiters)
+      w.deliver(err);
+    self->request(st.env.loader, caf::infinite, unload_atom::value, std::move(lib))
+      .then(
+        [=](ok_atom) mutable {
+          for (auto& w : retirers)
+            w.deliver(ok_atom::value);
+        },
+        [=](caf::error& e) mutable {
+          for (auto& w : retirers)
+            w.deliver(e);
+        });
+    return;
+  }
   auto [si, added] = m.slots.emplace(cmd.version, version_slot{st.env.window_seconds});
   auto& s = si->second;
   s.lib = std::move(lib);
@@ -522,6 +549,12 @@ void stage_failed(host_ptr self, const stage_command& cmd, const caf::error& err
     return;
   auto waiters = std::move(mi->second.staging[cmd.version]);
   mi->second.staging.erase(cmd.version);
+  if (auto r = mi->second.retire_after_load.find(cmd.version);
+      r != mi->second.retire_after_load.end()) {
+    for (auto& w : r->second)
+      w.deliver(ok_atom::value); // nothing was loaded: retired
+    mi->second.retire_after_load.erase(r);
+  }
   if (mi->second.slots.empty() && mi->second.staging.empty())
     st.modules.erase(mi);
   logger("worker")->warn("{} stage failed: {}", tag(st, cmd.module, cmd.version),
@@ -724,8 +757,15 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       if (mi == st.modules.end())
         return ok_atom::value;
       auto si = mi->second.slots.find(cmd.version);
-      if (si == mi->second.slots.end())
+      if (si == mi->second.slots.end()) {
+        if (mi->second.staging.count(cmd.version)) {
+          // Still loading: retire it as soon as the load finishes.
+          auto rp = self->make_response_promise<ok_atom>();
+          mi->second.retire_after_load[cmd.version].push_back(rp);
+          return rp;
+        }
         return ok_atom::value; // never loaded or already retired
+      }
       auto& s = si->second;
       auto rp = self->make_response_promise<ok_atom>();
       s.retire_waiters.push_back(rp);

@@ -594,6 +594,27 @@ CAF_TEST(after a retire the remaining version takes every invocation) {
   CAF_CHECK_EQUAL(log->loads.size(), 3u);
 }
 
+CAF_TEST(a retire that arrives while its version loads undoes the load) {
+  auto staged = send<version_view>(host, stage_atom::value, stage_cmd("echo", "1.0.0"));
+  auto retired = send_retire("echo", "1.0.0");
+  sched.run();
+  CAF_REQUIRE(answered(staged) && answered(retired));
+  CAF_REQUIRE(!**staged);
+  CAF_CHECK_EQUAL(errc_of((**staged).error()), errc::conflict);
+  CAF_CHECK(**retired);
+  CAF_CHECK_EQUAL(log->loads.size(), 1u);
+  CAF_CHECK_EQUAL(log->unloads.size(), 1u);
+  auto hv = view();
+  CAF_CHECK(hv.modules.empty());
+  CAF_CHECK_EQUAL(hv.loaded_libraries, 0u);
+  auto r = invoke("echo", "x");
+  CAF_REQUIRE(!r);
+  CAF_CHECK_EQUAL(errc_of(r.error()), errc::not_found);
+  // Staging it again afterwards loads it normally.
+  CAF_CHECK(stage("echo", "1.0.0"));
+  CAF_CHECK(invoke("echo", "x"));
+}
+
 CAF_TEST(a failed load answers the stage with the loader error and leaves no slot) {
   auto bad = stage("echo", "9.9.9");
   CAF_REQUIRE(!bad);
