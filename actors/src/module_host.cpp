@@ -620,6 +620,42 @@ void fail_calls(host_ptr self, const caf::actor_addr& addr, const caf::error& re
   }
 }
 
+/// Sends one request to the next handler of `version` and answers through
+/// the returned promise once the handler replies (or is gone); every call is
+/// tracked so a dying handler's calls can be failed (fail_calls).
+caf::typed_response_promise<invoke_result> dispatch(host_ptr self, module_entry& m,
+                                                    const std::string& module,
+                                                    const std::string& version,
+                                                    sdk::request req) {
+  auto& st = self->state;
+  auto& s = m.slots.at(version);
+  m.router.begin(version);
+  auto target = s.actors[s.next++ % s.actors.size()];
+  auto rp = self->make_response_promise<invoke_result>();
+  auto id = ++st.next_call;
+  st.calls.emplace(id, pending_call{rp, module, version, target.address(),
+                                    std::chrono::steady_clock::now()});
+  self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
+    .then(
+      [=](sdk::reply& r) {
+        auto call = take_call(self, id);
+        if (!call)
+          return; // already failed when its handler went down
+        finished(self, module, version, call->started, !r.ok());
+        call->rp.deliver(invoke_result{module, version, std::move(r)});
+      },
+      [=](caf::error& err) {
+        auto call = take_call(self, id);
+        if (!call)
+          return;
+        finished(self, module, version, call->started, true);
+        call->rp.deliver(caf::make_error(errc::module_failure,
+                                         "module " + module + " " + version + " failed: "
+                                           + self->system().render(err)));
+      });
+  return rp;
+}
+
 // -- the behavior -----------------------------------------------------------------------------
 
 module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
@@ -681,31 +717,7 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       if (s.actors.empty())
         return caf::make_error(errc::unavailable, "module " + module + " " + version
                                                     + " has no running handler");
-      mi->second.router.begin(version);
-      auto target = s.actors[s.next++ % s.actors.size()];
-      auto rp = self->make_response_promise<invoke_result>();
-      auto id = ++st.next_call;
-      st.calls.emplace(id, pending_call{rp, module, version, target.address(),
-                                        std::chrono::steady_clock::now()});
-      self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
-        .then(
-          [=](sdk::reply& r) {
-            auto call = take_call(self, id);
-            if (!call)
-              return; // already failed when its handler went down
-            finished(self, module, version, call->started, !r.ok());
-            call->rp.deliver(invoke_result{module, version, std::move(r)});
-          },
-          [=](caf::error& err) {
-            auto call = take_call(self, id);
-            if (!call)
-              return;
-            finished(self, module, version, call->started, true);
-            call->rp.deliver(caf::make_error(errc::module_failure,
-                                             "module " + module + " " + version + " failed: "
-                                               + self->system().render(err)));
-          });
-      return rp;
+      return dispatch(self, mi->second, module, version, std::move(req));
     },
     [=](stage_atom, stage_command& cmd) -> caf::result<version_view> {
       auto& st = self->state;
@@ -809,33 +821,9 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       if (s.retiring || s.actors.empty())
         return caf::make_error(errc::unavailable, "module " + module + " " + version
                                                     + " is being retired");
-      mi->second.router.begin(version);
-      auto target = s.actors[s.next++ % s.actors.size()];
-      auto rp = self->make_response_promise<invoke_result>();
-      auto id = ++st.next_call;
-      st.calls.emplace(id, pending_call{rp, module, version, target.address(),
-                                        std::chrono::steady_clock::now()});
       if (req.caller.empty())
         req.caller = "probe";
-      self->request(target, caf::infinite, sdk::invoke_atom::value, std::move(req))
-        .then(
-          [=](sdk::reply& r) {
-            auto call = take_call(self, id);
-            if (!call)
-              return;
-            finished(self, module, version, call->started, !r.ok());
-            call->rp.deliver(invoke_result{module, version, std::move(r)});
-          },
-          [=](caf::error& err) {
-            auto call = take_call(self, id);
-            if (!call)
-              return;
-            finished(self, module, version, call->started, true);
-            call->rp.deliver(caf::make_error(errc::module_failure,
-                                             "module " + module + " " + version + " failed: "
-                                               + self->system().render(err)));
-          });
-      return rp;
+      return dispatch(self, mi->second, module, version, std::move(req));
     },
     [=](restore_atom) { restore(self); },
     [=](get_atom) {
