@@ -37,6 +37,7 @@
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/module_loader.hpp"
 #include "hotswap/actors/node.hpp"
+#include "bench_support.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/config/config.hpp"
 #include "hotswap/runtime/crypto.hpp"
@@ -55,25 +56,11 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-struct bench_config : caf::actor_system_config {
-  bench_config() {
-    register_types(*this);
-    auto cores = std::max(2u, std::thread::hardware_concurrency());
-    set("scheduler.policy", caf::atom("sharing"));
-    set("scheduler.max-threads", static_cast<size_t>(cores));
-  }
-};
-
 double percentile(std::vector<double> v, double q) {
   if (v.empty())
     return 0;
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 } // namespace
@@ -97,7 +84,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(tmp);
   if (store_url.empty())
     store_url = "sqlite://" + (tmp / "bench.db").string();
-  bench_config cfg;
+  bench::bench_config cfg;
   caf::actor_system sys{cfg};
   auto store = spawn_store_pool(sys, store_url, 4, nullptr);
   if (!store) {
@@ -105,31 +92,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   caf::scoped_actor self{sys};
-  for (auto version : {"1.0.0", "2.0.0"}) {
-    auto bytes = read_file(dir + "/echo-" + version + ".so");
-    auto info = inspect_module_file(bytes);
-    if (!info) {
-      std::fprintf(stderr, "%s/echo-%s.so: %s\n", dir.c_str(), version,
-                   sys.render(info.error()).c_str());
-      return 1;
-    }
-    module_record r;
-    r.name = "echo";
-    r.version = version;
-    r.digest = modsig::digest(bytes);
-    r.size = static_cast<int64_t>(bytes.size());
-    r.abi_token = info->abi_token;
-    r.uploaded_by = "bench";
-    audit_event ev;
-    ev.category = "Module";
-    ev.action = "ModuleUploaded";
-    ev.result = "Success";
-    ev.actor_user = "bench";
-    ev.detail = "{}";
-    self->request(*store, std::chrono::seconds(30), module_atom::value, put_atom::value, r, bytes,
-                  ev)
-      .receive([](module_put_result&) {}, [](caf::error&) {});
-  }
+  if (!bench::store_echo_versions(sys, self, *store, dir))
+    return 1;
   auto loader = spawn_module_loader(sys, loader_env{*store, modsig::trusted_keys{},
                                                     (tmp / "modules").string()});
   module_host_env menv;

@@ -42,6 +42,7 @@
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/module_loader.hpp"
 #include "hotswap/actors/node.hpp"
+#include "bench_support.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/log.hpp"
 #include "hotswap/runtime/module_file.hpp"
@@ -56,16 +57,6 @@ using clock_type = std::chrono::steady_clock;
 #endif
 
 namespace {
-
-struct bench_config : caf::actor_system_config {
-  bench_config() {
-    register_types(*this);
-    // The node's scheduler (docs/adr/0002-scheduler.md).
-    auto cores = std::max(2u, std::thread::hardware_concurrency());
-    set("scheduler.policy", caf::atom("sharing"));
-    set("scheduler.max-threads", static_cast<size_t>(cores));
-  }
-};
 
 struct figures {
   double per_sec = 0;
@@ -82,11 +73,6 @@ double percentile(std::vector<double>& v, double q) {
   std::sort(v.begin(), v.end());
   auto idx = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
   return v[idx];
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 /// Runs `clients` threads, each sending `per_client` sequential requests
@@ -156,7 +142,7 @@ int main(int argc, char** argv) {
   auto tmp = std::filesystem::temp_directory_path()
              / ("hotswap-module-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(tmp);
-  bench_config cfg;
+  bench::bench_config cfg;
   caf::actor_system sys{cfg};
   auto store = spawn_store_pool(sys, "sqlite://" + (tmp / "bench.db").string(), 1, nullptr);
   if (!store) {
@@ -164,35 +150,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   caf::scoped_actor self{sys};
-  for (auto version : {"1.0.0", "2.0.0"}) {
-    auto bytes = read_file(dir + "/echo-" + version + ".so");
-    auto info = inspect_module_file(bytes);
-    if (!info) {
-      std::fprintf(stderr, "%s/echo-%s.so: %s\n", dir.c_str(), version,
-                   sys.render(info.error()).c_str());
-      return 1;
-    }
-    module_record r;
-    r.name = "echo";
-    r.version = version;
-    r.digest = modsig::digest(bytes);
-    r.size = static_cast<int64_t>(bytes.size());
-    r.abi_token = info->abi_token;
-    r.uploaded_by = "bench";
-    audit_event ev;
-    ev.category = "Module";
-    ev.action = "ModuleUploaded";
-    ev.result = "Success";
-    ev.actor_user = "bench";
-    ev.detail = "{}";
-    self->request(*store, std::chrono::seconds(30), module_atom::value, put_atom::value, r, bytes,
-                  ev)
-      .receive([](module_put_result&) {},
-               [&](caf::error& e) {
-                 std::fprintf(stderr, "put: %s\n", sys.render(e).c_str());
-                 std::exit(1);
-               });
-  }
+  if (!bench::store_echo_versions(sys, self, *store, dir))
+    return 1;
   auto loader = spawn_module_loader(sys, loader_env{*store, modsig::trusted_keys{},
                                                     (tmp / "modules").string()});
   module_host_env env;

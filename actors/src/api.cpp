@@ -848,6 +848,15 @@ std::string canonical_environment(const std::string& text) {
   return {};
 }
 
+/// The environment named by the first path segment; answers 404 and
+/// returns empty when it is unknown.
+std::string path_environment(const call_ptr& c) {
+  auto env = canonical_environment(c->params[0]);
+  if (env.empty())
+    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  return env;
+}
+
 /// Reads ?environment= (required); replies 400 and returns empty when bad.
 std::string read_environment(const call_ptr& c, bool required) {
   auto& q = c->req().query;
@@ -1092,11 +1101,9 @@ std::string module_view_json(const module_view& m) {
 }
 
 void post_worker_stage(bridge_ptr self, const call_ptr& c) {
-  auto env = canonical_environment(c->params[0]);
-  if (env.empty()) {
-    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  auto env = path_environment(c);
+  if (env.empty())
     return;
-  }
   stage_command cmd;
   cmd.module = c->params[1];
   cmd.version = c->params[2];
@@ -1121,11 +1128,9 @@ void post_worker_stage(bridge_ptr self, const call_ptr& c) {
 }
 
 void put_worker_weights(bridge_ptr self, const call_ptr& c) {
-  auto env = canonical_environment(c->params[0]);
-  if (env.empty()) {
-    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  auto env = path_environment(c);
+  if (env.empty())
     return;
-  }
   weights_command cmd;
   cmd.module = c->params[1];
   json::object body;
@@ -1162,11 +1167,9 @@ void put_worker_weights(bridge_ptr self, const call_ptr& c) {
 }
 
 void post_worker_retire(bridge_ptr self, const call_ptr& c) {
-  auto env = canonical_environment(c->params[0]);
-  if (env.empty()) {
-    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  auto env = path_environment(c);
+  if (env.empty())
     return;
-  }
   retire_command cmd;
   cmd.module = c->params[1];
   cmd.version = c->params[2];
@@ -1199,11 +1202,9 @@ void get_clusters(bridge_ptr self, const call_ptr& c) {
 }
 
 void get_cluster(bridge_ptr self, const call_ptr& c) {
-  auto env = canonical_environment(c->params[0]);
-  if (env.empty()) {
-    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  auto env = path_environment(c);
+  if (env.empty())
     return;
-  }
   self->request(self->state.env.fleet, timeout_of(self), get_atom::value, env)
     .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
           [=](caf::error& err) { reply_error(c, err); });
@@ -1239,11 +1240,9 @@ int64_t parse_interval(const std::string& text) {
 }
 
 void get_cluster_metrics(bridge_ptr self, const call_ptr& c) {
-  auto env = canonical_environment(c->params[0]);
-  if (env.empty()) {
-    reply_problem(c, 404, "Unknown environment " + c->params[0] + ".");
+  auto env = path_environment(c);
+  if (env.empty())
     return;
-  }
   auto& q = c->req().query;
   field_errors errs;
   auto to = now_millis();
