@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -148,6 +149,12 @@ struct host_state {
   int64_t state_epoch = 0;       ///< 0 until the start-up claim answered
   bool writing = false;
   std::deque<std::pair<std::string, audit_event>> writes;
+  /// False until the start-up restore has staged every version and set its
+  /// weights: invocations and commands that arrive before wait here, in
+  /// order, so nobody sees a half-restored worker (nullptr: go ahead;
+  /// otherwise: fail with that error).
+  bool restored = false;
+  std::vector<std::function<void(const caf::error*)>> deferred;
   static inline const char* name = "module_host";
 
   host_state() = default;
@@ -293,8 +300,79 @@ void save_state(host_ptr self, audit_event ev) {
   drain_writes(self);
 }
 
+/// How many invocations and commands may wait for the start-up restore.
+constexpr size_t max_deferred = 10000;
+
+/// The restore origin: its own stage and weights commands never wait.
+const std::string restore_owner = "restore";
+
+/// Keeps a message that arrived before the restore finished; it is handled
+/// (delegated to this host again, same sender and request id) once the
+/// worker is whole.
+template <class T, class... Ts>
+caf::result<T> defer(host_ptr self, Ts... xs) {
+  auto& st = self->state;
+  if (st.deferred.size() >= max_deferred)
+    return caf::make_error(errc::unavailable, "the " + st.env.environment + " worker on node "
+                                                + st.env.node_id
+                                                + " is still restoring its modules");
+  auto rp = self->make_response_promise<T>();
+  st.deferred.emplace_back([self, rp, xs...](const caf::error* err) mutable {
+    if (err != nullptr)
+      rp.deliver(*err);
+    else
+      rp.delegate(module_host_actor{self}, xs...);
+  });
+  return rp;
+}
+
+void run_deferred(host_ptr self, const caf::error* err) {
+  auto deferred = std::move(self->state.deferred);
+  self->state.deferred.clear();
+  for (auto& f : deferred)
+    f(err);
+}
+
+void finish_restore(host_ptr self) {
+  auto& st = self->state;
+  if (st.restored)
+    return;
+  st.restored = true;
+  if (!st.deferred.empty())
+    logger("worker")->info("[W:{}] restored; handling {} waiting request(s)",
+                           st.env.environment, st.deferred.size());
+  run_deferred(self, nullptr);
+}
+
+/// The last step of restoring one module: its weights (versions that could
+/// not be staged are left out, so the others still take their share).
+template <class Done>
+void restore_weights(host_ptr self, const std::string& module,
+                     std::map<std::string, uint32_t> weights, const command_origin& o,
+                     Done done) {
+  auto& st = self->state;
+  auto mi = st.modules.find(module);
+  for (auto i = weights.begin(); i != weights.end();)
+    if (mi == st.modules.end() || mi->second.slots.count(i->first) == 0)
+      i = weights.erase(i);
+    else
+      ++i;
+  if (weights.empty()) {
+    done();
+    return;
+  }
+  self->request(module_host_actor{self}, std::chrono::minutes(2), weights_atom::value,
+                weights_command{module, weights, o})
+    .then([done](module_view&) mutable { done(); },
+          [module, done](caf::error& err) mutable {
+            logger("worker")->warn("[M:{}] weights not restored: {}", module, error_detail(err));
+            done();
+          });
+}
+
 /// Start-up: claim this worker's state and restore what a previous run had
-/// loaded (stage every version, then its weights).
+/// loaded (stage every version, then its weights). Until it is done,
+/// invocations and commands wait (defer).
 void restore(host_ptr self) {
   auto& st = self->state;
   self->request(st.env.store, std::chrono::seconds(30), claim_atom::value,
@@ -303,16 +381,24 @@ void restore(host_ptr self) {
       [=](claim_result& cr) {
         auto& st = self->state;
         st.state_epoch = cr.epoch;
+        auto modules_left = std::make_shared<size_t>(0);
         if (!cr.snapshot.body.empty()) {
           boost::system::error_code ec;
           auto v = boost::json::parse(cr.snapshot.body, ec);
           if (!ec && v.is_object() && v.as_object().contains("modules")
               && v.as_object().at("modules").is_object()) {
             command_origin o;
-            o.owner = "restore";
+            o.owner = restore_owner;
             o.actor_user = "system";
+            for (auto& [name, versions] : v.as_object().at("modules").as_object())
+              if (versions.is_object() && !versions.as_object().empty())
+                ++*modules_left;
+            auto module_done = [self, modules_left] {
+              if (--*modules_left == 0)
+                finish_restore(self);
+            };
             for (auto& [name, versions] : v.as_object().at("modules").as_object()) {
-              if (!versions.is_object())
+              if (!versions.is_object() || versions.as_object().empty())
                 continue;
               std::map<std::string, uint32_t> weights;
               for (auto& [version, w] : versions.as_object())
@@ -328,31 +414,32 @@ void restore(host_ptr self) {
                   .then(
                     [=](version_view&) {
                       if (--*left == 0)
-                        self->request(module_host_actor{self}, std::chrono::minutes(2), weights_atom::value,
-                                      weights_command{module, weights, o})
-                          .then([](module_view&) {},
-                                [module](caf::error& err) {
-                                  logger("worker")->warn("[M:{}] weights not restored: {}",
-                                                         module, error_detail(err));
-                                });
+                        restore_weights(self, module, weights, o, module_done);
                     },
                     [=](caf::error& err) {
                       logger("worker")->warn("[M:{} {}] not restored: {}", module, version,
                                              error_detail(err));
                       if (--*left == 0)
-                        self->request(module_host_actor{self}, std::chrono::minutes(2), weights_atom::value,
-                                      weights_command{module, weights, o})
-                          .then([](module_view&) {}, [](caf::error&) {});
+                        restore_weights(self, module, weights, o, module_done);
                     });
               }
             }
           }
         }
         drain_writes(self);
+        if (*modules_left == 0)
+          finish_restore(self); // nothing to restore
       },
       [=](caf::error& err) {
+        auto& st = self->state;
         logger("worker")->error("[W:{}] worker state not claimed: {}; retrying",
-                                self->state.env.environment, error_detail(err));
+                                st.env.environment, error_detail(err));
+        // Whoever waits gets a clear 503 instead of waiting for the store.
+        auto why = caf::make_error(errc::unavailable,
+                                   "the " + st.env.environment + " worker on node "
+                                     + st.env.node_id + " cannot read its state from the store: "
+                                     + error_detail(err));
+        run_deferred(self, &why);
         self->delayed_send(self, std::chrono::seconds(1), restore_atom::value);
       });
 }
@@ -698,6 +785,9 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
     [=](sdk::invoke_atom, std::string& module,
         sdk::request& req) -> caf::result<invoke_result> {
       auto& st = self->state;
+      if (!st.restored)
+        return defer<invoke_result>(self, sdk::invoke_atom::value, std::move(module),
+                                    std::move(req));
       auto mi = st.modules.find(module);
       if (mi == st.modules.end() || mi->second.slots.empty())
         return caf::make_error(errc::not_found, "module " + module + " is not loaded in "
@@ -721,6 +811,8 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
     },
     [=](stage_atom, stage_command& cmd) -> caf::result<version_view> {
       auto& st = self->state;
+      if (!st.restored && cmd.origin.owner != restore_owner)
+        return defer<version_view>(self, stage_atom::value, std::move(cmd));
       if (auto err = check_epoch(self, cmd.origin))
         return err;
       auto& m = st.modules[cmd.module];
@@ -743,6 +835,8 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
     },
     [=](weights_atom, weights_command& cmd) -> caf::result<module_view> {
       auto& st = self->state;
+      if (!st.restored && cmd.origin.owner != restore_owner)
+        return defer<module_view>(self, weights_atom::value, std::move(cmd));
       if (auto err = check_epoch(self, cmd.origin))
         return err;
       auto mi = st.modules.find(cmd.module);
@@ -763,6 +857,8 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
     },
     [=](retire_atom, retire_command& cmd) -> caf::result<ok_atom> {
       auto& st = self->state;
+      if (!st.restored)
+        return defer<ok_atom>(self, retire_atom::value, std::move(cmd));
       if (auto err = check_epoch(self, cmd.origin))
         return err;
       auto mi = st.modules.find(cmd.module);
@@ -812,6 +908,9 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
     [=](probe_atom, std::string& module, std::string& version,
         sdk::request& req) -> caf::result<invoke_result> {
       auto& st = self->state;
+      if (!st.restored)
+        return defer<invoke_result>(self, probe_atom::value, std::move(module),
+                                    std::move(version), std::move(req));
       auto mi = st.modules.find(module);
       if (mi == st.modules.end() || mi->second.slots.count(version) == 0)
         return caf::make_error(errc::not_found, "module " + module + " " + version

@@ -190,6 +190,12 @@ struct fixture : test_coordinator_fixture<test_config> {
     CAF_REQUIRE((*db)->migrate());
     store = spawn_store_worker(sys, std::move(*db), nullptr, false);
     loader = sys.spawn(fake_loader, log);
+    host = spawn_host();
+    sched.run();
+  }
+
+  /// A host for node-a's prod worker (the same durable worker state).
+  module_host_actor spawn_host() {
     module_host_env env;
     env.node_id = "node-a";
     env.environment = "prod";
@@ -199,8 +205,7 @@ struct fixture : test_coordinator_fixture<test_config> {
     env.metrics = nullptr;
     env.instances = 2;
     env.drain_timeout = drain_timeout;
-    host = spawn_module_host(sys, env);
-    sched.run();
+    return spawn_module_host(sys, env);
   }
 
   ~fixture() {
@@ -662,6 +667,41 @@ CAF_TEST(past the drain deadline the actors stop and pending invocations fail) {
   CAF_REQUIRE(answered(done));
   CAF_CHECK(*done);
   CAF_CHECK(view().modules.empty());
+}
+
+CAF_TEST(a restarted host restores versions and weights before it serves anything) {
+  stage_both();
+  CAF_REQUIRE(weights("echo", {{"1.0.0", 30}, {"2.0.0", 70}}));
+  caf::anon_send_exit(host, caf::exit_reason::kill);
+  sched.run();
+  log->loads.clear();
+  host = spawn_host();
+  // Invocations and a command arrive before the restore has even claimed
+  // the worker state: they wait, nobody sees "not loaded".
+  std::vector<outcome<invoke_result>> calls;
+  for (int i = 0; i < 10; ++i)
+    calls.push_back(send_invoke("echo", "p" + std::to_string(i)));
+  auto w = send<module_view>(host, weights_atom::value,
+                             weights_command{"echo", {{"1.0.0", 50}, {"2.0.0", 50}}, origin()});
+  sched.run();
+  CAF_CHECK_EQUAL(log->loads.size(), 2u);
+  for (auto& c : calls) {
+    CAF_REQUIRE(answered(c));
+    CAF_CHECK(*c);
+  }
+  CAF_CHECK_EQUAL(answered_by(calls, "1.0.0"), 3u);
+  CAF_CHECK_EQUAL(answered_by(calls, "2.0.0"), 7u);
+  // The deferred command ran after the restore, so its weights win.
+  CAF_REQUIRE(answered(w));
+  CAF_REQUIRE(*w);
+  auto v1 = version_of("echo", "1.0.0");
+  CAF_REQUIRE(v1);
+  CAF_CHECK_EQUAL(v1->weight, 50u);
+}
+
+CAF_TEST(a host with no saved state serves at once) {
+  auto r = invoke("echo", "x");
+  CAF_CHECK_EQUAL(r.error() ? errc_of(r.error()) : errc::none, errc::not_found);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()
