@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
   deployment_env denv;
   denv.host = henv;
   denv.cfg = node_cfg;
-  denv.workers["Development"].emplace_back("bench", worker);
+  denv.workers = std::make_shared<worker_registry>();
+  denv.workers->set({{"Development", {{"bench", worker}}}});
   denv.approvals = approvals;
   auto deployments = spawn_deployment_host(sys, denv);
   self->send(approvals, listen_atom::value, caf::actor_cast<approval_listener>(deployments));

@@ -7,6 +7,9 @@
 #      module's actors, and client pauses during hot swaps (module_bench)
 #   4. Direct deployments through the deployment host vs the raw worker
 #      commands they send, on SQLite and on PostgreSQL (deploy_bench)
+#   5. cluster failover: kill -9 / SIGTERM of a deployment's owner to its next
+#      persisted transition on a survivor, and commands to remote-owned vs
+#      local entities (bench/failover_bench.py, three nodes on PostgreSQL + Redis)
 # Starts a private PostgreSQL (scripts/services.sh) and a node on a free port,
 # stops both at the end. Usage: scripts/bench.sh [build dir]
 set -euo pipefail
@@ -61,3 +64,6 @@ echo "== module invocations: module_host vs direct to the module's actors; hot s
 echo "== deployments: Direct through the deployment host vs raw worker commands"
 "$build/bench/deploy_bench" "$build/examples/modules" --deployments 50
 "$build/bench/deploy_bench" "$build/examples/modules" --deployments 50 --store "$HOTSWAP_TEST_PG_URL"
+echo "== cluster failover: kill -9 / SIGTERM of the owner; remote vs local commands"
+HOTSWAPD="$build/tools/hotswapd" HOTSWAP_MODULES_DIR="$build/examples/modules" \
+  python3 bench/failover_bench.py --kills 20 --terms 5 --commands 400

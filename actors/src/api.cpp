@@ -74,6 +74,7 @@ struct route {
 
 struct bridge_state {
   api_env env;
+  size_t next_worker = 0; ///< round robin over other nodes' workers
   std::vector<route> routes;
   /// Verified tokens (bounded): skips HMAC and JSON parsing on repeat use.
   std::unordered_map<std::string, jwt::claims> token_cache;
@@ -355,6 +356,59 @@ caf::infinite_t timeout_of(bridge_ptr) {
   return caf::infinite;
 }
 
+/// How long a request waits for the cluster-wide limiter before this node's
+/// buckets decide instead.
+constexpr auto shared_limiter_timeout = std::chrono::milliseconds(500);
+
+/// Takes one token for `key` from each of `buckets` (category, limit per
+/// minute) in turn, stopping at the first that denies, and calls `then` with
+/// the decision of the last bucket taken from. On a single node (no shared
+/// limiter) this node's limiter decides and `then` runs before take_rate
+/// returns. In a cluster the shared limiter (Redis) decides, asynchronously;
+/// when it fails or does not answer within shared_limiter_timeout this node's
+/// limiter decides instead, counted in hotswap_rate_limit_fallbacks_total (the
+/// shared limiter logs one warning per outage). `then` is skipped when the
+/// call was answered in the meantime (deadline sweep). Never blocks.
+template <class F>
+void take_rate(bridge_ptr self, const call_ptr& c, std::string key,
+               std::vector<std::pair<std::string, uint32_t>> buckets, F then) {
+  auto local = [](bridge_ptr self, const std::string& key,
+                  const std::vector<std::pair<std::string, uint32_t>>& buckets) {
+    rate_decision d;
+    for (const auto& [category, limit] : buckets) {
+      d = self->state.env.limiter->take(category, key, limit);
+      if (!d.allowed)
+        break;
+    }
+    return d;
+  };
+  auto& shared = self->state.env.shared_limiter;
+  if (!shared || buckets.empty() || buckets.size() > 2) {
+    then(local(self, key, buckets));
+    return;
+  }
+  auto on_decision = [c, then](rate_decision& d) {
+    if (!c->ex->responded())
+      then(d);
+  };
+  auto on_error = [self, c, key, buckets, local, then](caf::error&) {
+    if (auto m = self->state.env.metrics)
+      m->rate_limit_fallbacks().Increment();
+    if (!c->ex->responded())
+      then(local(self, key, buckets));
+  };
+  if (buckets.size() == 1)
+    self
+      ->request(shared, shared_limiter_timeout, take_atom::value, buckets[0].first, key,
+                buckets[0].second)
+      .then(on_decision, on_error);
+  else
+    self
+      ->request(shared, shared_limiter_timeout, take_atom::value, key, buckets[0].first,
+                buckets[0].second, buckets[1].first, buckets[1].second)
+      .then(on_decision, on_error);
+}
+
 void post_login(bridge_ptr self, const call_ptr& c) {
   auto o = parse_object(c);
   if (!o)
@@ -367,33 +421,39 @@ void post_login(bridge_ptr self, const call_ptr& c) {
     reply_problem(c, 400, "The user name and the password are required.", errs);
     return;
   }
-  auto& rl = self->state.env.cfg->rate_limits;
-  if (rl.enabled && self->state.env.limiter) {
-    auto d = self->state.env.limiter->take("login", lower(req.username) + "|" + c->client_ip,
-                                           rl.login);
-    if (!d.allowed) {
-      c->extra_headers = {{"X-RateLimit-Limit", std::to_string(d.limit)},
-                          {"X-RateLimit-Remaining", "0"},
-                          {"X-RateLimit-Reset", std::to_string(d.reset_seconds)},
-                          {"Retry-After", std::to_string(d.retry_after)}};
-      reply_problem(c, 429, "Too many login attempts. Try again later.");
-      return;
-    }
-  }
   req.source_ip = c->client_ip;
   req.trace_id = c->req().trace_id;
-  // The KDF is slow by design: give the login more than the default deadline.
-  self->request(self->state.env.identity, timeout_of(self), login_atom::value, req)
-    .then(
-      [=](login_result& r) {
-        boost::system::error_code ec;
-        json::object o;
-        o["token"] = r.token;
-        o["expiresAt"] = rfc3339(r.expires_at);
-        o["user"] = json::parse(to_json(r.user), ec);
-        reply_json(c, 200, json::serialize(o));
-      },
-      [=](caf::error& err) { reply_error(c, err); });
+  auto proceed = [self, c, req] {
+    // The KDF is slow by design: give the login more than the default deadline.
+    self->request(self->state.env.identity, timeout_of(self), login_atom::value, req)
+      .then(
+        [=](login_result& r) {
+          boost::system::error_code ec;
+          json::object o;
+          o["token"] = r.token;
+          o["expiresAt"] = rfc3339(r.expires_at);
+          o["user"] = json::parse(to_json(r.user), ec);
+          reply_json(c, 200, json::serialize(o));
+        },
+        [=](caf::error& err) { reply_error(c, err); });
+  };
+  auto& rl = self->state.env.cfg->rate_limits;
+  if (!rl.enabled || !self->state.env.limiter) {
+    proceed();
+    return;
+  }
+  take_rate(self, c, lower(req.username) + "|" + c->client_ip, {{"login", rl.login}},
+            [c, proceed](const rate_decision& d) {
+              if (!d.allowed) {
+                c->extra_headers = {{"X-RateLimit-Limit", std::to_string(d.limit)},
+                                    {"X-RateLimit-Remaining", "0"},
+                                    {"X-RateLimit-Reset", std::to_string(d.reset_seconds)},
+                                    {"Retry-After", std::to_string(d.retry_after)}};
+                reply_problem(c, 429, "Too many login attempts. Try again later.");
+                return;
+              }
+              proceed();
+            });
 }
 
 void get_me(bridge_ptr self, const call_ptr& c) {
@@ -998,12 +1058,30 @@ const module_host_actor* worker_of(bridge_ptr self, const call_ptr& c, const std
   return &i->second;
 }
 
+/// Where an invocation for `env` goes: this node's worker when it has
+/// one, else the environment's workers on other nodes in turn.
+std::optional<module_host_actor> invoke_target(bridge_ptr self, const call_ptr& c,
+                                               const std::string& env) {
+  auto& st = self->state;
+  if (auto i = st.env.hosts.find(env); i != st.env.hosts.end())
+    return i->second;
+  if (st.env.workers) {
+    auto list = st.env.workers->of(env);
+    if (!list.empty())
+      return list[st.next_worker++ % list.size()].second;
+  }
+  reply_problem(c, 503, "No node of the cluster serves " + env
+                          + " (a node needs role \"worker\" and " + env
+                          + " in node.environments).");
+  return std::nullopt;
+}
+
 void post_module_invoke(bridge_ptr self, const call_ptr& c) {
   auto env = read_environment(c, true);
   if (env.empty())
     return;
-  auto host = worker_of(self, c, env);
-  if (host == nullptr)
+  auto host = invoke_target(self, c, env);
+  if (!host)
     return;
   sdk::request req;
   req.payload = c->req().body;
@@ -1199,6 +1277,41 @@ void get_clusters(bridge_ptr self, const call_ptr& c) {
   self->request(self->state.env.fleet, timeout_of(self), list_atom::value)
     .then([=](std::string& body) { reply_json(c, 200, std::move(body)); },
           [=](caf::error& err) { reply_error(c, err); });
+}
+
+/// GET /api/v1/node/entities (an extension for operators and the cluster
+/// tests): the entities active on this node, so "one owner per entity" can
+/// be checked by asking every node.
+void get_node_entities(bridge_ptr self, const call_ptr& c) {
+  auto out = std::make_shared<json::object>();
+  (*out)["nodeId"] = self->state.env.cfg->node.id;
+  auto to_array = [](const std::vector<std::string>& ids) {
+    json::array a;
+    for (auto& id : ids)
+      a.emplace_back(id);
+    return a;
+  };
+  auto fail = [=](caf::error& err) { reply_error(c, err); };
+  auto& env = self->state.env;
+  self->request(env.tenants, timeout_of(self), list_atom::value)
+    .then(
+      [=](std::vector<std::string>& tenants) {
+        (*out)["tenants"] = to_array(tenants);
+        self->request(self->state.env.deployments, timeout_of(self), list_atom::value)
+          .then(
+            [=](std::vector<std::string>& deployments) {
+              (*out)["deployments"] = to_array(deployments);
+              self->request(self->state.env.approvals, timeout_of(self), list_atom::value)
+                .then(
+                  [=](std::vector<std::string>& approvals) {
+                    (*out)["approvals"] = to_array(approvals);
+                    reply_json(c, 200, json::serialize(*out));
+                  },
+                  fail);
+            },
+            fail);
+      },
+      fail);
 }
 
 void get_cluster(bridge_ptr self, const call_ptr& c) {
@@ -1728,6 +1841,7 @@ std::vector<route> make_routes() {
   add("GET", "/api/v1/modules/{}/versions", get_module_versions, true, 1);
   add("POST", "/api/v1/modules/{}/invoke", post_module_invoke, true, 1);
   add("GET", "/api/v1/clusters", get_clusters, true, 1, false, "clusters");
+  add("GET", "/api/v1/node/entities", get_node_entities, true, 3, true);
   add("GET", "/api/v1/clusters/{}", get_cluster, true, 1, false, "clusters");
   add("GET", "/api/v1/clusters/{}/metrics", get_cluster_metrics, true, 1, false, "clusters");
   add("POST", "/api/v1/clusters/{}/modules/{}/versions/{}/stage", post_worker_stage, true, 3,
@@ -1856,37 +1970,47 @@ std::string apply_user_state(const call_ptr& c, const bridge_state::user_state& 
 /// Rate limits, authentication outcome, RBAC, then the route's handler.
 void dispatch(bridge_ptr self, const call_ptr& c, const route* found,
               const std::string& auth_failure) {
-  auto& st = self->state;
-  auto& rl = st.env.cfg->rate_limits;
-  if (!found->ops && rl.enabled && st.env.limiter) {
-    auto key = c->who.authenticated ? "user:" + c->who.user_id : "addr:" + c->client_ip;
-    auto d = st.env.limiter->take("global", key, rl.global);
-    if (d.allowed && !found->rate_category.empty())
-      d = st.env.limiter->take(found->rate_category, key,
-                               category_limit(rl, found->rate_category));
-    rate_headers(c, d);
-    if (!d.allowed) {
-      c->extra_headers.emplace_back("Retry-After", std::to_string(d.retry_after));
-      reply_problem(c, 429, "Rate limit exceeded. Try again in " + std::to_string(d.retry_after)
-                              + " s.");
+  // After the rate limits: at once on a single node, when the cluster-wide
+  // limiter answered in a cluster (`found` points into the bridge's routes,
+  // which live as long as the bridge).
+  auto proceed = [self, c, found, auth_failure] {
+    if (!auth_failure.empty()) {
+      reply_problem(c, 401, auth_failure);
       return;
     }
-  }
-  if (!auth_failure.empty()) {
-    reply_problem(c, 401, auth_failure);
+    if (found->auth && c->who.rank < found->min_rank) {
+      reply_problem(c, 403, "Your role does not allow this operation.");
+      return;
+    }
+    if (found->platform_only && !c->who.tenant_id.empty()) {
+      reply_problem(c, 403, "Only platform users (without a tenant) may do this.");
+      return;
+    }
+    found->fn(self, c);
+    if (!c->ex->responded())
+      self->state.in_flight.push_back(c);
+  };
+  auto& st = self->state;
+  auto& rl = st.env.cfg->rate_limits;
+  if (found->ops || !rl.enabled || !st.env.limiter) {
+    proceed();
     return;
   }
-  if (found->auth && c->who.rank < found->min_rank) {
-    reply_problem(c, 403, "Your role does not allow this operation.");
-    return;
-  }
-  if (found->platform_only && !c->who.tenant_id.empty()) {
-    reply_problem(c, 403, "Only platform users (without a tenant) may do this.");
-    return;
-  }
-  found->fn(self, c);
-  if (!c->ex->responded())
-    st.in_flight.push_back(c);
+  auto key = c->who.authenticated ? "user:" + c->who.user_id : "addr:" + c->client_ip;
+  std::vector<std::pair<std::string, uint32_t>> buckets{{"global", rl.global}};
+  if (!found->rate_category.empty())
+    buckets.emplace_back(found->rate_category, category_limit(rl, found->rate_category));
+  take_rate(self, c, std::move(key), std::move(buckets),
+            [c, proceed](const rate_decision& d) {
+              rate_headers(c, d);
+              if (!d.allowed) {
+                c->extra_headers.emplace_back("Retry-After", std::to_string(d.retry_after));
+                reply_problem(c, 429, "Rate limit exceeded. Try again in "
+                                        + std::to_string(d.retry_after) + " s.");
+                return;
+              }
+              proceed();
+            });
 }
 
 void handle(bridge_ptr self, http_exchange_ptr ex) {

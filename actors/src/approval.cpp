@@ -334,12 +334,10 @@ approval_host_actor::behavior_type approval_host(host_ptr self, host_env env) {
   /// turns "never written" into the approval's own 404.
   auto forward = [=](const std::string& id, bool must_exist, auto... xs) {
     auto rp = self->make_response_promise<approval>();
-    self->state.with_child(
-      self, id, must_exist,
-      {[=](const approval_actor& child) mutable { rp.delegate(child, xs...); },
-       [=](const caf::error& err) mutable {
-         rp.deliver(err == errc::not_found ? no_approval(id) : err);
-       }});
+    route<approval_host_actor, approval>(
+      self, self->state, &node_hosts::approvals, id, must_exist, rp,
+      [id](const caf::error& err) { return err == errc::not_found ? no_approval(id) : err; },
+      true, xs...);
     return rp;
   };
   return {
@@ -353,13 +351,15 @@ approval_host_actor::behavior_type approval_host(host_ptr self, host_env env) {
     [=](listen_atom, approval_listener& l) { self->state.listener = std::move(l); },
     [=](expire_atom, const std::string& id) {
       // Activation is all it takes: the approval arms its deadline itself.
-      self->state.with_child(self, id, true,
-                             {[](const approval_actor&) {},
-                              [=](const caf::error& err) {
-                                control_log()->warn("[A:{}] not resumed: {}", id,
-                                                    error_detail(err));
-                              }});
+      // (Start and adoption; an approval active here or elsewhere is left.)
+      self->state.adopt(self, id, false, [](const approval_actor&) {});
     },
+    [=](adopt_atom, const std::string& id, bool from_other) {
+      self->state.adopt(self, id, from_other, [](const approval_actor&) {});
+    },
+    [=](fence_atom) { self->state.fence(self); },
+    [=](unfence_atom) { self->state.unfence(); },
+    [=](list_atom) { return self->state.active_ids(); },
     [=](passivate_atom) {
       auto rp = self->make_response_promise<ok_atom>();
       self->state.passivate_all(self, [rp]() mutable { rp.deliver(ok_atom::value); });

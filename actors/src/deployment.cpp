@@ -35,6 +35,9 @@ struct dep_state {
   deployment d;
   bool exists = false;
   bool busy = false;          ///< a persist or worker command is in flight
+  /// Activated over a plan in progress (restart, adoption): the first write
+  /// records who resumed it, at which epoch and step.
+  bool announce_resume = false;
   bool has_slot = false;      ///< the host granted a run slot
   uint64_t generation = 0;    ///< guards timers
   // Canary analysis of the current step (memory only: a restart restarts the window).
@@ -123,6 +126,8 @@ void persist(dep_ptr self, deployment next, const std::string& action, const std
   detail["version"] = next.version;
   detail["environment"] = next.environment;
   detail["step"] = next.cursor;
+  detail["node"] = st.env.host.node_id;
+  detail["epoch"] = st.epoch;
   ev.detail = json::serialize(detail);
   st.busy = true;
   self->request(st.env.host.store, st.env.host.call_timeout, put_atom::value, snap, ev)
@@ -211,11 +216,10 @@ command_origin origin(const dep_state& st) {
 std::vector<module_host_actor> hosts_of(const dep_state& st, const std::vector<std::string>& nodes,
                                         std::string& missing) {
   std::vector<module_host_actor> out;
-  auto i = st.env.workers.find(st.d.environment);
+  auto workers = st.env.workers->of(st.d.environment);
   for (auto& n : nodes) {
     bool found = false;
-    if (i != st.env.workers.end())
-      for (auto& [id, h] : i->second)
+    for (auto& [id, h] : workers)
         if (id == n) {
           out.push_back(h);
           found = true;
@@ -516,15 +520,32 @@ void start_rollback(dep_ptr self, const std::string& reason, const std::string& 
 
 /// The live version of the module on the environment's workers (highest
 /// weight), or empty.
+void find_previous_now(dep_ptr self,
+                       std::function<void(std::string, std::vector<std::string>)> cont);
+
+/// Plans over a current view of the cluster's workers: the directory
+/// refreshes it first (a node that just started knows only its own).
 void find_previous(dep_ptr self, std::function<void(std::string, std::vector<std::string>)> cont) {
+  auto& st = self->state;
+  if (!st.env.host.directory) {
+    find_previous_now(self, std::move(cont));
+    return;
+  }
+  // (The caller holds st.busy for the whole lookup.)
+  self->request(st.env.host.directory, st.env.host.call_timeout, nodes_atom::value)
+    .then([=](ok_atom) { find_previous_now(self, cont); },
+          [=](caf::error&) { find_previous_now(self, cont); });
+}
+
+void find_previous_now(dep_ptr self,
+                       std::function<void(std::string, std::vector<std::string>)> cont) {
   auto& st = self->state;
   std::vector<module_host_actor> hosts;
   std::vector<std::string> nodes;
-  if (auto i = st.env.workers.find(st.d.environment); i != st.env.workers.end())
-    for (auto& [id, h] : i->second) {
-      hosts.push_back(h);
-      nodes.push_back(id);
-    }
+  for (auto& [id, h] : st.env.workers->of(st.d.environment)) {
+    hosts.push_back(h);
+    nodes.push_back(id);
+  }
   auto module = st.d.module_name;
   fetch_views(self, hosts, [=](std::vector<host_view> views) {
     std::map<std::string, uint64_t> weight;
@@ -846,8 +867,10 @@ deployment_actor::behavior_type deployment_behavior(dep_ptr self, std::string id
     else
       self->quit(caf::make_error(errc::internal, "unreadable snapshot of deployment " + st.id));
   }
-  if (st.exists && !is_terminal(st.d.status))
+  if (st.exists && !is_terminal(st.d.status)) {
+    st.announce_resume = st.d.status == "Running" || st.d.status == "RollingBack";
     self->send(self, resume_atom::value);
+  }
   return {
     [=](create_atom, std::string& record, request_ctx& ctx) -> caf::result<std::string> {
       auto& st = self->state;
@@ -956,7 +979,22 @@ deployment_actor::behavior_type deployment_behavior(dep_ptr self, std::string id
       return rp;
     },
     [=](decided_atom, approval& a) { on_decision(self, a); },
-    [=](resume_atom) { advance(self); },
+    [=](resume_atom) {
+      auto& st = self->state;
+      if (st.announce_resume && !st.busy && st.exists && !is_terminal(st.d.status)) {
+        st.announce_resume = false;
+        auto rollback = st.d.status == "RollingBack";
+        auto cursor = rollback ? st.d.rollback_cursor : st.d.cursor;
+        auto total = rollback ? st.d.rollback.size() : st.d.plan.size();
+        persist(self, st.d, "DeploymentResumed",
+                "resumed by node " + st.env.host.node_id + " at epoch " + std::to_string(st.epoch)
+                  + (rollback ? ", rollback step " : ", step ") + std::to_string(cursor + 1)
+                  + " of " + std::to_string(total),
+                [=] { advance(self); });
+        return;
+      }
+      advance(self);
+    },
     [=](tick_atom, uint64_t generation) {
       auto& st = self->state;
       if (generation != st.generation || st.busy)
@@ -1011,14 +1049,14 @@ deployment_host_actor::behavior_type deployment_host(dhost_ptr self, deployment_
   });
   auto forward = [=](const std::string& id, bool must_exist, auto... xs) {
     auto rp = self->make_response_promise<std::string>();
-    self->state.with_child(
-      self, id, must_exist,
-      {[=](const deployment_actor& child) mutable { rp.delegate(child, xs...); },
-       [=](const caf::error& err) mutable {
-         rp.deliver(err == errc::not_found
-                      ? caf::make_error(errc::not_found, "Deployment " + id + " was not found.")
-                      : err);
-       }});
+    route<deployment_host_actor, std::string>(
+      self, self->state, &node_hosts::deployments, id, must_exist, rp,
+      [id](const caf::error& err) {
+        return err == errc::not_found
+                 ? caf::make_error(errc::not_found, "Deployment " + id + " was not found.")
+                 : err;
+      },
+      true, xs...);
     return rp;
   };
   return {
@@ -1073,15 +1111,41 @@ deployment_host_actor::behavior_type deployment_host(dhost_ptr self, deployment_
       }
     },
     [=](decided_atom, const std::string& id, approval& a) {
-      self->state.with_child(self, id, true,
-                             {[a](const deployment_actor& child) {
-                                caf::anon_send(child, decided_atom::value, a);
-                              },
-                              [id](const caf::error& err) {
-                                logger("deploy")->warn("[D:{}] decision not delivered: {}", id,
-                                                       error_detail(err));
-                              }});
+      entity_host_state<deployment_actor>::waiter w;
+      w.run = [a](const deployment_actor& child) {
+        caf::anon_send(child, decided_atom::value, a);
+      };
+      w.fail = [id](const caf::error& err) {
+        logger("deploy")->warn("[D:{}] decision not delivered: {}", id, error_detail(err));
+      };
+      // The deployment is owned elsewhere: its owner's host gets the decision
+      // (if that fails, the deployment still reads it when it advances).
+      w.forward = [=](const std::string& owner) {
+        auto& env = self->state.env;
+        self->request(env.directory, env.call_timeout, hosts_atom::value, owner)
+          .then(
+            [=](node_hosts& nh) {
+              if (auto h = caf::actor_cast<deployment_host_actor>(nh.deployments)) {
+                if (self->state.env.metrics)
+                  self->state.env.metrics->forwarded_requests().Increment();
+                caf::anon_send(h, decided_atom::value, id, a);
+              }
+            },
+            [id](caf::error& err) {
+              logger("deploy")->warn("[D:{}] decision not forwarded: {}", id,
+                                     error_detail(err));
+            });
+      };
+      self->state.with_child(self, id, true, std::move(w));
     },
+    [=](adopt_atom, const std::string& id, bool from_other) {
+      self->state.adopt(self, id, from_other, [](const deployment_actor& child) {
+        caf::anon_send(child, resume_atom::value);
+      });
+    },
+    [=](fence_atom) { self->state.fence(self); },
+    [=](unfence_atom) { self->state.unfence(); },
+    [=](list_atom) { return self->state.active_ids(); },
     [=](passivate_atom) {
       auto rp = self->make_response_promise<ok_atom>();
       self->state.passivate_all(self, [rp]() mutable { rp.deliver(ok_atom::value); });

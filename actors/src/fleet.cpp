@@ -119,9 +119,6 @@ void record_samples(fleet_ptr self) {
 
 void on_tick(fleet_ptr self) {
   auto& st = self->state;
-  st.env.self_node.last_heartbeat = now_millis();
-  self->request(st.env.registry, st.env.heartbeat * 4, renew_atom::value, st.env.self_node)
-    .then([](ok_atom) {}, [](caf::error&) {});
   auto now = std::chrono::steady_clock::now();
   if (now >= st.next_sample) {
     measure_process(st);
@@ -226,11 +223,8 @@ fleet_actor::behavior_type fleet(fleet_ptr self, fleet_env env) {
   return {
     [=](tick_atom) { on_tick(self); },
     [=](renew_atom, node_info& info) {
+      // The membership actor renews it in the registry (directory.hpp).
       self->state.env.self_node = std::move(info);
-      self->state.env.self_node.last_heartbeat = now_millis();
-      self->request(self->state.env.registry, std::chrono::seconds(5), renew_atom::value,
-                    self->state.env.self_node)
-        .then([](ok_atom) {}, [](caf::error&) {});
     },
     [=](list_atom) -> caf::result<std::string> {
       auto rp = self->make_response_promise<std::string>();

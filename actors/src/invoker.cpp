@@ -8,8 +8,10 @@ namespace hotswap {
 
 namespace {
 
-node_invoker_actor::behavior_type invoker(node_invoker_actor::pointer self,
-                                          std::map<std::string, module_host_actor> hosts) {
+node_invoker_actor::behavior_type invoker(node_invoker_actor::pointer self, node_hosts local) {
+  std::map<std::string, module_host_actor> hosts;
+  for (auto& [env, ptr] : local.workers)
+    hosts.emplace(env, caf::actor_cast<module_host_actor>(ptr));
   return {
     [=](sdk::invoke_atom, std::string& env, std::string& module,
         sdk::request& req) -> caf::delegated<invoke_result> {
@@ -24,14 +26,14 @@ node_invoker_actor::behavior_type invoker(node_invoker_actor::pointer self,
       return self->delegate(i->second, sdk::invoke_atom::value, std::move(module),
                             std::move(req));
     },
+    [=](hosts_atom) { return local; },
   };
 }
 
 } // namespace
 
-node_invoker_actor spawn_node_invoker(caf::actor_system& sys,
-                                      std::map<std::string, module_host_actor> hosts) {
-  return sys.spawn(invoker, std::move(hosts));
+node_invoker_actor spawn_node_invoker(caf::actor_system& sys, node_hosts local) {
+  return sys.spawn(invoker, std::move(local));
 }
 
 } // namespace hotswap

@@ -14,20 +14,26 @@
 #include "caf/event_based_actor.hpp"
 #include "caf/scoped_actor.hpp"
 #include "caf/io/middleman.hpp"
+#include "caf/openssl/manager.hpp"
+#include "caf/openssl/publish.hpp"
 #include "caf/send.hpp"
 
 #include "hotswap/actors/api.hpp"
 #include "hotswap/actors/approval.hpp"
+#include "hotswap/actors/caf_openssl_fix.hpp"
 #include "hotswap/actors/http_server.hpp"
 #include "hotswap/actors/identity.hpp"
 #include "hotswap/actors/invoker.hpp"
 #include "hotswap/actors/approval.hpp"
 #include "hotswap/actors/deployment.hpp"
+#include "hotswap/actors/directory.hpp"
 #include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/module_catalog.hpp"
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/module_loader.hpp"
+#include "hotswap/actors/rebalancer.hpp"
 #include "hotswap/actors/tenant.hpp"
+#include "hotswap/cluster/redis_registry.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/runtime/crypto.hpp"
 #include "hotswap/runtime/log.hpp"
@@ -54,19 +60,43 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<user_input>("user_input");
   cfg.add_message_type<approval>("approval");
   cfg.add_message_type<approval_decision>("approval_decision");
+  cfg.add_message_type<node_hosts>("node_hosts");
+  cfg.add_message_type<rate_decision>("rate_decision");
+  cfg.add_message_type<tenant_actor>("tenant_actor");
+  cfg.add_message_type<caf::strong_actor_ptr>("caf::strong_actor_ptr");
+  cfg.add_message_type<std::map<std::string, caf::strong_actor_ptr>>(
+    "std::map<std::string,caf::strong_actor_ptr>");
 }
 
 namespace {
 
 struct node_actor_config : caf::actor_system_config {
-  node_actor_config() {
+  explicit node_actor_config(const config::cluster_section& cluster) {
     register_types(*this);
     // See docs/adr/0002-scheduler.md: a sharing scheduler sized to the
     // machine beats work stealing's poll/sleep cycle on small boxes.
     auto cores = std::max(2u, std::thread::hardware_concurrency());
     set("scheduler.policy", caf::atom("sharing"));
     set("scheduler.max-threads", static_cast<size_t>(cores));
+    // CAF's own heartbeat between connected nodes (off by default in 0.17):
+    // it closes dead connections, so a forward to a vanished node fails
+    // instead of waiting. Liveness itself comes from the registry.
+    set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(500)});
+    set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(3)});
     load<caf::io::middleman>();
+    // Cluster TLS (docs/cluster-tls.md): all three files or none, checked
+    // at config load (CAF would std::terminate on a file it cannot load).
+    // Both sides present a certificate signed by the cluster CA.
+    if (cluster.tls_enabled()) {
+      // Without it one failed TLS connection breaks the healthy ones.
+      if (!caf_openssl_fix_active())
+        logger("node")->warn("cluster TLS: the libcaf_openssl error-queue fix is not in "
+                             "effect; a failed TLS connection can close healthy ones");
+      load<caf::openssl::manager>();
+      openssl_certificate = cluster.tls_cert;
+      openssl_key = cluster.tls_key;
+      openssl_cafile = cluster.tls_ca;
+    }
   }
 };
 
@@ -77,6 +107,8 @@ struct root_env {
   deployment_host_actor deployments;
   approval_host_actor approvals;
   identity_actor identity;
+  membership_actor membership;
+  rebalancer_actor rebalancer;
   /// Further children whose failure stops the node (workers, loader,
   /// catalog, fleet monitor): without them the node would serve half its API.
   std::vector<caf::actor> others;
@@ -120,8 +152,12 @@ caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
                               passivate_atom::value)
                   .then(
                     [=](ok_atom) {
-                      log->info("entities passivated");
-                      self->quit(self->state.failure);
+                      log->info("entities passivated; leaving the cluster membership");
+                      // Released leases + leaving: other nodes adopt at once.
+                      self->request(self->state.env.membership, std::chrono::seconds(5),
+                                    leave_atom::value)
+                        .then([=](ok_atom) { self->quit(self->state.failure); },
+                              [=](caf::error&) { self->quit(self->state.failure); });
                     },
                     fail);
               },
@@ -133,13 +169,18 @@ caf::behavior node_root(caf::stateful_actor<root_state>* self, root_env env) {
     if (self->state.stopping)
       return;
     self->state.stopping = true;
+    // No more adoptions here: this node's entities go to the others.
+    self->send_exit(self->state.env.rebalancer, caf::exit_reason::user_shutdown);
     log->info("shutting down: draining HTTP (deadline {} ms)",
               self->state.env.drain_timeout.count());
     self->state.env.http->begin_drain();
     self->state.drain_deadline = std::chrono::steady_clock::now() + self->state.env.drain_timeout;
     self->send(self, drain_atom::value);
   };
+  self->monitor(env.rebalancer);
   self->set_down_handler([=](caf::down_msg& dm) {
+    if (self->state.stopping && dm.source == self->state.env.rebalancer.address())
+      return;
     if (self->state.stopping
         && (dm.source == self->state.env.tenants.address()
             || dm.source == self->state.env.deployments.address()
@@ -280,7 +321,7 @@ int run_node(const config::node_config& cfg) {
     return exit_code::config_error;
   }
   auto shared_cfg = std::make_shared<const config::node_config>(cfg);
-  node_actor_config sys_cfg;
+  node_actor_config sys_cfg{cfg.cluster};
   caf::actor_system sys{sys_cfg};
   node_metrics metrics;
   auto store = spawn_store_pool(sys, cfg.store.url, cfg.store.pool_size, &metrics);
@@ -316,17 +357,51 @@ int run_node(const config::node_config& cfg) {
   self_node.caf_endpoint = cfg.cluster.listen;
   self_node.roles = cfg.node.roles;
   self_node.environments = cfg.node.environments;
-  auto registry = spawn_local_registry(sys, self_node);
+  auto clustered = cfg.cluster.registry != "local";
+  registry_actor registry;
+  if (clustered) {
+    redis_registry_options ropts;
+    ropts.url = cfg.cluster.registry;
+    ropts.self_node = cfg.node.id;
+    ropts.node_ttl = std::chrono::milliseconds(cfg.cluster.node_ttl_ms);
+    ropts.prefix = cfg.cluster.key_prefix.empty() ? "hs:" : cfg.cluster.key_prefix;
+    auto r = spawn_redis_registry(sys, ropts);
+    if (!r) {
+      log->error("cluster.registry: {}", error_detail(r.error()));
+      std::cerr << "hotswapd: cluster.registry: " << error_detail(r.error()) << std::endl;
+      stop_store();
+      return exit_code::config_error;
+    }
+    registry = *r;
+  } else {
+    registry = spawn_local_registry(sys, self_node);
+  }
+  auto directory_workers = std::make_shared<worker_registry>();
+  directory_env dirv;
+  dirv.node_id = cfg.node.id;
+  dirv.registry = registry;
+  dirv.workers = directory_workers;
+  dirv.refresh = std::chrono::milliseconds(std::max<uint32_t>(cfg.cluster.heartbeat_ms, 250));
+  dirv.metrics = &metrics;
+  dirv.mm = cfg.cluster.tls_enabled() ? sys.openssl_manager().actor_handle()
+                                      : sys.middleman().actor_handle();
+  auto directory = spawn_node_directory(sys, dirv);
   host_env henv;
   henv.node_id = cfg.node.id;
   henv.store = *store;
   henv.registry = registry;
+  henv.directory = directory;
   henv.metrics = &metrics;
   henv.restart.backoff_initial = std::chrono::milliseconds(cfg.entities.restart_backoff_initial_ms);
   henv.restart.backoff_max = std::chrono::milliseconds(cfg.entities.restart_backoff_max_ms);
   henv.restart.intensity = cfg.entities.restart_intensity;
   henv.restart.period = std::chrono::seconds(cfg.entities.restart_period_seconds);
   henv.idle_timeout = std::chrono::seconds(cfg.entities.idle_passivate_seconds);
+  // A takeover from a dead node waits one TTL plus a margin (see
+  // docs/cluster.md); a single node never takes over from anyone.
+  if (clustered)
+    henv.takeover_wait = std::chrono::milliseconds(cfg.cluster.node_ttl_ms
+                                                   + cfg.cluster.takeover_margin_ms);
   auto tenants = spawn_tenant_host(sys, henv);
   auto kdf = spawn_kdf_pool(sys, 2);
   identity_config icfg;
@@ -386,46 +461,62 @@ int run_node(const config::node_config& cfg) {
   fenv.sample_interval = std::chrono::milliseconds(cfg.worker.sample_interval_ms);
   fenv.retention = cfg.worker.sample_retention;
   auto fleet = spawn_fleet(sys, fenv);
-  // Typed module invocations over CAF (any actor in the cluster, external
-  // CAF clients) on cluster.listen.
-  node_invoker_actor invoker;
-  uint16_t caf_port = 0;
-  if (has_role("worker")) {
-    invoker = spawn_node_invoker(sys, hosts);
-    auto [chost, cport] = split_listen(cfg.cluster.listen);
-    auto published = sys.middleman().publish(invoker, cport, chost.c_str(), true);
-    if (!published) {
-      auto why = "cluster.listen: cannot listen on " + cfg.cluster.listen + ": "
-                 + sys.render(published.error());
-      log->error("{}", why);
-      std::cerr << "hotswapd: " << why << std::endl;
-      self->send_exit(invoker, caf::exit_reason::user_shutdown);
-      self->send_exit(fleet, caf::exit_reason::user_shutdown);
-      self->send_exit(catalog, caf::exit_reason::user_shutdown);
-      for (auto& [env, h] : hosts)
-        self->send_exit(h, caf::exit_reason::user_shutdown);
-      self->send_exit(loader, caf::exit_reason::user_shutdown);
-      self->send_exit(identity, caf::exit_reason::user_shutdown);
-      self->send_exit(kdf, caf::exit_reason::user_shutdown);
-      self->send_exit(tenants, caf::exit_reason::user_shutdown);
-      self->send_exit(registry, caf::exit_reason::user_shutdown);
-      stop_store();
-      return exit_code::failure;
-    }
-    caf_port = *published;
-    log->info("module invocations over CAF on {}:{}", chost, caf_port);
-  }
   // Deployments and approvals: entity hosts like tenants.
   auto approvals = spawn_approval_host(sys, henv);
   deployment_env denv;
   denv.host = henv;
   denv.cfg = shared_cfg;
-  for (auto& [env, h] : hosts)
-    denv.workers[env].emplace_back(cfg.node.id, h);
+  {
+    // This node's workers at once; the directory adds the other nodes'.
+    std::map<std::string, worker_registry::list> local_workers;
+    for (auto& [env, h] : hosts)
+      local_workers[env].emplace_back(cfg.node.id, h);
+    directory_workers->set(std::move(local_workers));
+  }
+  denv.workers = directory_workers;
   denv.approvals = approvals;
   denv.tenants = tenants;
   auto deployments = spawn_deployment_host(sys, denv);
   self->send(approvals, listen_atom::value, caf::actor_cast<approval_listener>(deployments));
+  node_hosts local_hosts;
+  local_hosts.node = cfg.node.id;
+  local_hosts.tenants = caf::actor_cast<caf::strong_actor_ptr>(tenants);
+  local_hosts.deployments = caf::actor_cast<caf::strong_actor_ptr>(deployments);
+  local_hosts.approvals = caf::actor_cast<caf::strong_actor_ptr>(approvals);
+  for (auto& [env, h] : hosts)
+    local_hosts.workers[env] = caf::actor_cast<caf::strong_actor_ptr>(h);
+  self->send(directory, put_atom::value, local_hosts);
+  // The node's CAF endpoint on cluster.listen: typed module invocations
+  // (any actor in the cluster, external CAF clients) and, for the other
+  // nodes' directories, this node's hosts.
+  auto invoker = spawn_node_invoker(sys, local_hosts);
+  uint16_t caf_port = 0;
+  {
+    auto [chost, cport] = split_listen(cfg.cluster.listen);
+    auto published = cfg.cluster.tls_enabled()
+                       ? caf::openssl::publish(invoker, cport, chost.c_str(), true)
+                       : sys.middleman().publish(invoker, cport, chost.c_str(), true);
+    if (!published) {
+      auto why = "cluster.listen: cannot listen on " + cfg.cluster.listen + ": "
+                 + sys.render(published.error());
+      log->error("{}", why);
+      std::cerr << "hotswapd: " << why << std::endl;
+      for (auto a : {caf::actor_cast<caf::actor>(invoker), caf::actor_cast<caf::actor>(fleet),
+                     caf::actor_cast<caf::actor>(catalog), caf::actor_cast<caf::actor>(loader),
+                     caf::actor_cast<caf::actor>(identity), caf::actor_cast<caf::actor>(kdf),
+                     caf::actor_cast<caf::actor>(tenants), caf::actor_cast<caf::actor>(deployments),
+                     caf::actor_cast<caf::actor>(approvals), caf::actor_cast<caf::actor>(directory),
+                     caf::actor_cast<caf::actor>(registry)})
+        if (a)
+          self->send_exit(a, caf::exit_reason::user_shutdown);
+      for (auto& [env, h] : hosts)
+        self->send_exit(h, caf::exit_reason::user_shutdown);
+      stop_store();
+      return exit_code::failure;
+    }
+    caf_port = *published;
+    log->info("CAF endpoint (module invocations, cluster directory) on {}:{}", chost, caf_port);
+  }
   api_env aenv;
   aenv.cfg = shared_cfg;
   aenv.store = *store;
@@ -434,8 +525,21 @@ int run_node(const config::node_config& cfg) {
   aenv.identity = identity;
   aenv.metrics = &metrics;
   aenv.limiter = std::make_shared<rate_limiter>();
+  if (clustered) {
+    // Rate limits across the cluster (docs/cluster.md, "Rate limits"); the
+    // bridges fall back to aenv.limiter while Redis fails.
+    shared_limiter_options lopts;
+    lopts.url = cfg.cluster.registry;
+    lopts.prefix = cfg.cluster.key_prefix.empty() ? "hs:" : cfg.cluster.key_prefix;
+    if (auto lim = spawn_shared_limiter(sys, lopts))
+      aenv.shared_limiter = *lim;
+    else
+      log->error("cluster.registry: no cluster-wide rate limits ({}); each node limits alone",
+                 error_detail(lim.error()));
+  }
   aenv.keys = *keys;
   aenv.hosts = hosts;
+  aenv.workers = directory_workers;
   aenv.catalog = catalog;
   aenv.fleet = fleet;
   aenv.deployments = deployments;
@@ -457,17 +561,43 @@ int run_node(const config::node_config& cfg) {
                      caf::anon_send(bridges[i % bridges.size()], std::move(ex));
                    },
                    &metrics};
+  // Membership (heartbeat, self-fencing) and the rebalancer (adoption of
+  // orphaned entities, and this node's own after a restart).
+  self_node.caf_endpoint = split_listen(cfg.cluster.listen).first + ":" + std::to_string(caf_port);
+  membership_env menv;
+  menv.self_node = self_node;
+  menv.registry = registry;
+  menv.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_ms);
+  menv.node_ttl = std::chrono::milliseconds(cfg.cluster.node_ttl_ms);
+  menv.margin = std::chrono::milliseconds(
+    std::min<uint32_t>(cfg.cluster.takeover_margin_ms, cfg.cluster.node_ttl_ms / 2));
+  menv.listeners = {caf::actor_cast<caf::actor>(tenants), caf::actor_cast<caf::actor>(deployments),
+                    caf::actor_cast<caf::actor>(approvals)};
+  menv.metrics = &metrics;
+  auto membership = spawn_membership(sys, menv);
+  rebalancer_env rbenv;
+  rbenv.node_id = cfg.node.id;
+  rbenv.registry = registry;
+  rbenv.store = *store;
+  rbenv.deployments = deployments;
+  rbenv.approvals = approvals;
+  rbenv.interval = std::chrono::milliseconds(cfg.cluster.rebalance_ms);
+  rbenv.grace = std::chrono::milliseconds(2 * cfg.cluster.heartbeat_ms);
+  auto rebalancer = spawn_rebalancer(sys, rbenv);
   auto stop_all = [&] {
     http.stop();
     for (auto& b : bridges)
       self->send_exit(b, caf::exit_reason::user_shutdown);
+    if (aenv.shared_limiter)
+      self->send_exit(aenv.shared_limiter, caf::exit_reason::user_shutdown);
     self->send_exit(identity, caf::exit_reason::user_shutdown);
     self->send_exit(fleet, caf::exit_reason::user_shutdown);
     self->send_exit(catalog, caf::exit_reason::user_shutdown);
-    if (invoker) {
-      sys.middleman().unpublish(invoker, caf_port);
-      self->send_exit(invoker, caf::exit_reason::user_shutdown);
-    }
+    sys.middleman().unpublish(invoker, caf_port);
+    self->send_exit(invoker, caf::exit_reason::user_shutdown);
+    self->send_exit(directory, caf::exit_reason::user_shutdown);
+    self->send_exit(membership, caf::exit_reason::user_shutdown);
+    self->send_exit(rebalancer, caf::exit_reason::user_shutdown);
     for (auto& [env, h] : hosts)
       self->send_exit(h, caf::exit_reason::user_shutdown);
     if (loader)
@@ -490,6 +620,9 @@ int run_node(const config::node_config& cfg) {
   renv.http = &http;
   renv.tenants = tenants;
   renv.identity = identity;
+  renv.membership = membership;
+  renv.rebalancer = rebalancer;
+  renv.others.push_back(caf::actor_cast<caf::actor>(directory));
   renv.deployments = deployments;
   renv.approvals = approvals;
   renv.others.push_back(caf::actor_cast<caf::actor>(catalog));
@@ -498,55 +631,14 @@ int run_node(const config::node_config& cfg) {
     renv.others.push_back(caf::actor_cast<caf::actor>(h));
   if (loader)
     renv.others.push_back(caf::actor_cast<caf::actor>(loader));
-  if (invoker)
-    renv.others.push_back(caf::actor_cast<caf::actor>(invoker));
+  renv.others.push_back(caf::actor_cast<caf::actor>(invoker));
+  renv.others.push_back(caf::actor_cast<caf::actor>(membership));
   renv.drain_timeout = std::chrono::milliseconds(cfg.http.drain_timeout_ms);
   auto root = sys.spawn(node_root, renv);
-  // Resume what a previous run left unfinished: every non-terminal
-  // deployment continues at its persisted step (oldest first, so the queue
-  // keeps its order) and every pending approval re-arms its deadline.
-  {
-    size_t resumed = 0;
-    std::vector<std::string> ids;
-    for (auto status : {"Running", "RollingBack", "PendingApproval", "Pending"}) {
-      snapshot_query q;
-      q.kind = "deployment";
-      q.status = status;
-      q.limit = 100000;
-      self->request(*store, std::chrono::seconds(30), list_atom::value, q)
-        .receive(
-          [&](std::vector<snapshot_record>& rows) {
-            for (auto i = rows.rbegin(); i != rows.rend(); ++i)
-              ids.push_back(i->id);
-          },
-          [&](caf::error& err) {
-            log->error("cannot list {} deployments to resume: {}", status, error_detail(err));
-          });
-    }
-    for (auto& id : ids) {
-      self->send(deployments, resume_atom::value, id);
-      ++resumed;
-    }
-    snapshot_query q;
-    q.kind = "approval";
-    q.status = "Pending";
-    q.limit = 100000;
-    size_t approvals_armed = 0;
-    self->request(*store, std::chrono::seconds(30), list_atom::value, q)
-      .receive(
-        [&](std::vector<snapshot_record>& rows) {
-          for (auto& r : rows) {
-            self->send(approvals, expire_atom::value, r.id);
-            ++approvals_armed;
-          }
-        },
-        [&](caf::error& err) {
-          log->error("cannot list pending approvals: {}", error_detail(err));
-        });
-    if (resumed + approvals_armed > 0)
-      log->info("resuming {} deployment(s) and {} pending approval(s)", resumed,
-                approvals_armed);
-  }
+  // What a previous run left unfinished resumes through the rebalancer's
+  // first scan: every non-terminal deployment this node owns (or nobody
+  // live owns) continues at its persisted step, every pending approval
+  // re-arms its deadline.
   // The signal thread turns SIGTERM/SIGINT into a shutdown message.
   std::atomic<bool> root_done{false};
   std::thread signals{[&sigs, &root_done, root, log] {
@@ -559,14 +651,11 @@ int run_node(const config::node_config& cfg) {
   auto url = "http://" + host + ":" + std::to_string(*bound);
   // Publish the endpoints actually bound (port 0 picks a free one).
   self_node.http_endpoint = host + ":" + std::to_string(*bound);
-  if (invoker)
-    self_node.caf_endpoint = split_listen(cfg.cluster.listen).first + ":"
-                             + std::to_string(caf_port);
   self->send(fleet, renew_atom::value, self_node);
+  self->send(membership, renew_atom::value, self_node);
   std::cout << "hotswapd: node " << cfg.node.id << " listening on " << url << std::endl;
-  if (invoker)
-    std::cout << "hotswapd: module invocations over CAF (node_invoker_actor) on "
-              << split_listen(cfg.cluster.listen).first << ":" << caf_port << std::endl;
+  std::cout << "hotswapd: module invocations over CAF (node_invoker_actor) on "
+            << split_listen(cfg.cluster.listen).first << ":" << caf_port << std::endl;
   if (cfg.node.dev_mode)
     std::cout << "hotswapd: development mode - log in with POST " << url
               << "/api/v1/authentication/login {\"username\":\"admin\",\"password\":\"Admin123!\"}"

@@ -206,15 +206,15 @@ struct tenant_host_state : entity_host_state<tenant_actor> {
 
 using host_ptr = tenant_host_actor::stateful_pointer<tenant_host_state>;
 
-/// Forwards one command to the tenant's actor once it is active.
+/// Runs one command on the tenant's actor once it is active, here or on
+/// the node that owns it.
 template <class... Ts>
 caf::typed_response_promise<tenant> forward(host_ptr self, const std::string& id, bool must_exist,
+                                            std::function<caf::error(const caf::error&)> translate,
                                             Ts... xs) {
   auto rp = self->make_response_promise<tenant>();
-  self->state.with_child(
-    self, id, must_exist,
-    {[=](const tenant_actor& child) mutable { rp.delegate(child, xs...); },
-     [=](const caf::error& err) mutable { rp.deliver(err); }});
+  route<tenant_host_actor, tenant>(self, self->state, &node_hosts::tenants, id, must_exist, rp,
+                                   std::move(translate), true, xs...);
   return rp;
 }
 
@@ -231,19 +231,15 @@ tenant_host_actor::behavior_type tenant_host(host_ptr self, host_env env) {
   self->set_down_handler([=](caf::down_msg& dm) { self->state.on_down(self, dm); });
   // Translate "no such entity" from the store into the tenant's own 404.
   auto must_exist = [=](const std::string& id, auto... xs) {
-    auto rp = self->make_response_promise<tenant>();
-    self->state.with_child(
+    return forward(
       self, id, true,
-      {[=](const tenant_actor& child) mutable { rp.delegate(child, xs...); },
-       [=](const caf::error& err) mutable {
-         rp.deliver(err == errc::not_found ? tenant_not_found(id) : err);
-       }});
-    return rp;
+      [id](const caf::error& err) { return err == errc::not_found ? tenant_not_found(id) : err; },
+      xs...);
   };
   return {
     [=](get_atom, const std::string& id) { return must_exist(id, get_atom::value); },
     [=](create_atom, const std::string& id, tenant_spec& spec, request_ctx& ctx) {
-      return forward(self, id, false, create_atom::value, spec, ctx);
+      return forward(self, id, false, nullptr, create_atom::value, spec, ctx);
     },
     [=](update_atom, const std::string& id, tenant_patch& p, request_ctx& ctx) {
       return must_exist(id, update_atom::value, p, ctx);
@@ -267,14 +263,23 @@ tenant_host_actor::behavior_type tenant_host(host_ptr self, host_env env) {
     },
     [=](stats_atom) { return self->state.stats; },
     [=](child_atom, const std::string& id) {
+      // The actor may live on another node: its handle works all the same.
       auto rp = self->make_response_promise<tenant_actor>();
-      self->state.with_child(self, id, true,
-                             {[=](const tenant_actor& c) mutable { rp.deliver(c); },
-                              [=](const caf::error& err) mutable {
-                                rp.deliver(err == errc::not_found ? tenant_not_found(id) : err);
-                              }});
+      entity_host_state<tenant_actor>::waiter w;
+      w.run = [=](const tenant_actor& c) mutable { rp.deliver(c); };
+      w.fail = [=](const caf::error& err) mutable {
+        rp.deliver(err == errc::not_found ? tenant_not_found(id) : err);
+      };
+      w.forward = [=](const std::string& owner) mutable {
+        forward_to_owner<tenant_host_actor>(self, self->state.env, owner, &node_hosts::tenants,
+                                            rp, nullptr, child_atom::value, id);
+      };
+      self->state.with_child(self, id, true, std::move(w));
       return rp;
     },
+    [=](fence_atom) { self->state.fence(self); },
+    [=](unfence_atom) { self->state.unfence(); },
+    [=](list_atom) { return self->state.active_ids(); },
     [=](restart_atom, const std::string& id) { self->state.on_restart(self, id); },
   };
 }

@@ -30,9 +30,9 @@ local_registry(registry_actor::stateful_pointer<local_registry_state> self, node
       // A local registry knows a single live node: any other owner is dead.
       if (i == owners.end() || i->second == node || i->second != self->state.self_node.id) {
         owners[key] = node;
-        return {true, node};
+        return {true, node, {}};
       }
-      return {false, i->second};
+      return {false, i->second, {}};
     },
     [=](renew_atom, node_info& info) {
       if (info.id == self->state.self_node.id) {
@@ -54,6 +54,8 @@ local_registry(registry_actor::stateful_pointer<local_registry_state> self, node
       return i == owners.end() ? std::string{} : i->second;
     },
     [=](nodes_atom) { return std::vector<node_info>{self->state.self_node}; },
+    [=](leave_atom, const std::string&) { return ok_atom::value; },
+    [=](left_atom) { return std::vector<std::string>{}; },
     [=](ping_atom) { return ok_atom::value; },
   };
 }

@@ -27,6 +27,11 @@
 
 #include <toml++/toml.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -38,6 +43,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -324,6 +330,122 @@ bool read_file(const std::string& path, std::string& out, std::string& err) {
   }
   ::close(fd);
   return true;
+}
+
+// -- cluster TLS ---------------------------------------------------------------
+
+/// The reasons of OpenSSL's error queue (emptied), "; "-separated.
+std::string openssl_errors() {
+  std::string out;
+  while (auto code = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(code, buf, sizeof(buf));
+    const char* reason = ERR_reason_error_string(code);
+    out += (out.empty() ? "" : "; ") + std::string(reason != nullptr ? reason : buf);
+  }
+  return out;
+}
+
+std::string with_openssl_reason(std::string msg) {
+  auto why = openssl_errors();
+  if (!why.empty())
+    msg += " (" + why + ")";
+  return msg;
+}
+
+/// Never asks for a passphrase (the default callback would prompt on the
+/// terminal): an encrypted key fails to load.
+int no_passphrase(char*, int, int, void*) {
+  return 0;
+}
+
+/// Loads the three PEM files the way caf::openssl does at run time and
+/// verifies the certificate against the CA. Returns (key, reason) pairs.
+std::vector<std::pair<std::string, std::string>>
+check_cluster_tls(const std::string& cert, const std::string& key, const std::string& ca) {
+  std::vector<std::pair<std::string, std::string>> errors;
+  ERR_clear_error();
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{SSL_CTX_new(TLS_method()),
+                                                        &SSL_CTX_free};
+  if (!ctx) {
+    errors.emplace_back("cluster.tls_cert",
+                        with_openssl_reason("cannot create an OpenSSL context"));
+    return errors;
+  }
+  SSL_CTX_set_default_passwd_cb(ctx.get(), no_passphrase);
+  // caf::openssl loads the certificate as a chain file (leaf first, then
+  // any intermediates).
+  bool cert_ok = SSL_CTX_use_certificate_chain_file(ctx.get(), cert.c_str()) == 1;
+  if (!cert_ok)
+    errors.emplace_back("cluster.tls_cert",
+                        with_openssl_reason("cannot read a PEM certificate from " + quoted(cert)));
+  ERR_clear_error();
+  // Taken now: loading a key of another type switches the context's
+  // current certificate slot.
+  X509* leaf = cert_ok ? SSL_CTX_get0_certificate(ctx.get()) : nullptr;
+  STACK_OF(X509)* chain = nullptr;
+  if (cert_ok)
+    SSL_CTX_get0_chain_certs(ctx.get(), &chain);
+  bool key_ok = SSL_CTX_use_PrivateKey_file(ctx.get(), key.c_str(), SSL_FILETYPE_PEM) == 1;
+  if (!key_ok) {
+    // A key that loads but belongs to another certificate also fails here
+    // (OpenSSL compares it with the certificate already in the context).
+    auto why = openssl_errors();
+    if (cert_ok && why.find("values mismatch") != std::string::npos)
+      errors.emplace_back("cluster.tls_key", "does not match cluster.tls_cert (" + why + ")");
+    else
+      errors.emplace_back("cluster.tls_key",
+                          "cannot read an unencrypted PEM private key from " + quoted(key)
+                            + (why.empty() ? "" : " (" + why + ")"));
+  } else if (cert_ok && SSL_CTX_check_private_key(ctx.get()) != 1) {
+    errors.emplace_back("cluster.tls_key",
+                        with_openssl_reason("does not match cluster.tls_cert"));
+  }
+  ERR_clear_error();
+  bool ca_ok = SSL_CTX_load_verify_locations(ctx.get(), ca.c_str(), nullptr) == 1;
+  if (!ca_ok)
+    errors.emplace_back("cluster.tls_ca", with_openssl_reason("cannot read PEM CA certificates from "
+                                                              + quoted(ca)));
+  ERR_clear_error();
+  if (leaf == nullptr || !ca_ok)
+    return errors;
+  // The peers verify each other as TLS client and as TLS server.
+  for (const char* role : {"ssl_server", "ssl_client"}) {
+    std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> vctx{X509_STORE_CTX_new(),
+                                                                         &X509_STORE_CTX_free};
+    if (!vctx
+        || X509_STORE_CTX_init(vctx.get(), SSL_CTX_get_cert_store(ctx.get()), leaf, chain) != 1
+        || X509_STORE_CTX_set_default(vctx.get(), role) != 1) {
+      errors.emplace_back("cluster.tls_cert",
+                          with_openssl_reason("cannot verify against cluster.tls_ca"));
+      break;
+    }
+    if (X509_verify_cert(vctx.get()) == 1)
+      continue;
+    int code = X509_STORE_CTX_get_error(vctx.get());
+    std::string why = X509_verify_cert_error_string(code);
+    switch (code) {
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        errors.emplace_back("cluster.tls_cert", "not signed by cluster.tls_ca (" + why + ")");
+        break;
+      case X509_V_ERR_INVALID_PURPOSE:
+        errors.emplace_back("cluster.tls_cert",
+                            "not usable for TLS " + std::string(role + 4)
+                              + " authentication, which every cluster node does (" + why + ")");
+        break;
+      default:
+        errors.emplace_back("cluster.tls_cert",
+                            "does not verify against cluster.tls_ca (" + why + ")");
+    }
+    break;
+  }
+  ERR_clear_error();
+  return errors;
 }
 
 struct parse_outcome {
@@ -751,13 +873,83 @@ void loader::read_cluster(section_reader& r, cluster_section& s) {
   r.read_string("registry", s.registry, [](const std::string& reg) -> std::optional<std::string> {
     if (reg == "local")
       return std::nullopt;
-    if (starts_with(reg, "redis://") || starts_with(reg, "rediss://"))
-      return "the redis registry is not available in this build (cluster issue #5); use "
-             "\"local\"";
-    return "must be \"local\", got " + quoted(reg);
+    if (starts_with(reg, "rediss://"))
+      return "TLS to Redis is not supported (hiredis 0.14 has no TLS); use redis:// on a "
+             "trusted network";
+    auto expected = "must be \"local\" or \"redis://host:port[/db]\", got " + quoted(reg);
+    if (!starts_with(reg, "redis://"))
+      return expected;
+    // The same rules as hotswap::parse_redis_url (cluster), which this lower
+    // layer cannot call.
+    auto digits = [](const std::string& x, size_t max_len) {
+      return !x.empty() && x.size() <= max_len && std::all_of(x.begin(), x.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      });
+    };
+    auto rest = reg.substr(std::string_view{"redis://"}.size());
+    auto slash = rest.find('/');
+    auto authority = rest.substr(0, slash);
+    if (slash != std::string::npos) {
+      auto db = rest.substr(slash + 1);
+      if (!digits(db, 2) || std::stoul(db) > 15)
+        return expected + " (the database must be a number from 0 to 15)";
+    }
+    std::string host;
+    std::string port;
+    if (starts_with(authority, "[")) {
+      auto close = authority.find(']');
+      if (close == std::string::npos || close + 1 >= authority.size()
+          || authority[close + 1] != ':')
+        return expected;
+      host = authority.substr(1, close - 1);
+      port = authority.substr(close + 2);
+      if (!is_ipv6(host))
+        return expected + " (" + quoted(host) + " is not a valid IPv6 address)";
+    } else {
+      auto colon = authority.rfind(':');
+      if (colon == std::string::npos)
+        return expected + " (the port is missing)";
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+      if (host.empty())
+        return expected + " (the host is missing)";
+      if (!is_ipv4(host) && !is_hostname(host))
+        return expected + " (" + quoted(host) + " is not a valid host name or address)";
+    }
+    if (!digits(port, 5) || std::stoul(port) < 1 || std::stoul(port) > 65535)
+      return expected + " (the port must be a number from 1 to 65535)";
+    return std::nullopt;
   });
+  r.read_string("key_prefix", s.key_prefix,
+                [](const std::string& prefix) -> std::optional<std::string> {
+                  if (prefix.empty())
+                    return "must not be empty (it separates this cluster's Redis keys)";
+                  if (prefix.size() > 64)
+                    return "must be at most 64 characters, got "
+                           + std::to_string(prefix.size());
+                  bool spaced = std::any_of(prefix.begin(), prefix.end(), [](char c) {
+                    return std::isspace(static_cast<unsigned char>(c))
+                           || std::iscntrl(static_cast<unsigned char>(c));
+                  });
+                  if (spaced)
+                    return "must not contain spaces or control characters, got "
+                           + quoted(prefix);
+                  return std::nullopt;
+                });
   r.read_int("heartbeat_ms", s.heartbeat_ms, 1);
   r.read_int("node_ttl_ms", s.node_ttl_ms, 1);
+  r.read_int("takeover_margin_ms", s.takeover_margin_ms, 0, 60000);
+  r.read_int("rebalance_ms", s.rebalance_ms, 50, 60000);
+  // Cluster TLS: each file, when set, must be readable; "all three or none"
+  // and the certificate checks are cross-key rules (cross_checks).
+  auto readable_if_set = [](const std::string& path) -> std::optional<std::string> {
+    if (path.empty())
+      return std::nullopt;
+    return check_readable_file(path);
+  };
+  r.read_string("tls_cert", s.tls_cert, readable_if_set);
+  r.read_string("tls_key", s.tls_key, readable_if_set);
+  r.read_string("tls_ca", s.tls_ca, readable_if_set);
 }
 
 void loader::read_auth(section_reader& r, auth_section& s) {
@@ -1086,6 +1278,40 @@ void loader::cross_checks(const node_config& cfg) {
              "must be less than cluster.node_ttl_ms (heartbeat_ms = "
                + std::to_string(cfg.cluster.heartbeat_ms)
                + ", node_ttl_ms = " + std::to_string(cfg.cluster.node_ttl_ms) + ")");
+
+  // cluster: TLS is all or nothing, and what is configured must work: a
+  // certificate CAF cannot load ends the node in std::terminate, and a
+  // partial setup would fall back to unauthenticated encryption.
+  {
+    const std::vector<std::pair<std::string, const std::string*>> tls = {
+      {"cluster.tls_cert", &cfg.cluster.tls_cert},
+      {"cluster.tls_key", &cfg.cluster.tls_key},
+      {"cluster.tls_ca", &cfg.cluster.tls_ca},
+    };
+    // A key with an error was given (its bad value is not stored).
+    auto given = [this](const std::string& key, const std::string& value) {
+      return !value.empty() || any_bad({key});
+    };
+    std::vector<std::string> set_keys;
+    for (const auto& [key, value] : tls)
+      if (given(key, *value))
+        set_keys.push_back(key);
+    if (!set_keys.empty() && set_keys.size() < tls.size()) {
+      std::string names;
+      for (const auto& k : set_keys)
+        names += (names.empty() ? "" : " and ") + k;
+      for (const auto& [key, value] : tls)
+        if (!given(key, *value))
+          fail(key, "must be set when " + names + (set_keys.size() == 1 ? " is" : " are")
+                      + " set (cluster TLS needs all three of cluster.tls_cert, "
+                        "cluster.tls_key and cluster.tls_ca, or none)");
+    } else if (!set_keys.empty()
+               && !any_bad({"cluster.tls_cert", "cluster.tls_key", "cluster.tls_ca"})) {
+      for (auto& [key, reason] :
+           check_cluster_tls(cfg.cluster.tls_cert, cfg.cluster.tls_key, cfg.cluster.tls_ca))
+        fail(key, std::move(reason));
+    }
+  }
 
   // rate_limits: every limit at least 1 while enabled.
   if (cfg.rate_limits.enabled && !any_bad({"rate_limits.enabled"})) {

@@ -97,6 +97,20 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
                          .Help("Entity ownership claims won by this node")
                          .Register(*registry_)
                          .Add({});
+  forwarded_ = &prometheus::BuildCounter()
+                  .Name("hotswap_forwarded_requests_total")
+                  .Help("Entity commands forwarded to the owning node over CAF")
+                  .Register(*registry_)
+                  .Add({});
+  self_fences_ = &prometheus::BuildCounter()
+                    .Name("hotswap_self_fences_total")
+                    .Help("Times this node stopped entity work after failing to renew its lease")
+                    .Register(*registry_)
+                    .Add({});
+  failovers_ = &prometheus::BuildCounter()
+                  .Name("hotswap_failovers_total")
+                  .Help("Entities adopted from a node that died or left")
+                  .Register(*registry_);
   fenced_writes_ = &prometheus::BuildCounter()
                       .Name("hotswap_fenced_writes_total")
                       .Help("Snapshot writes rejected because a newer owner holds the entity")
@@ -143,6 +157,9 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
                       .Help("Events published by modules")
                       .Register(*registry_)
                       .Add({});
+  rate_limit_fallbacks_ = counter("hotswap_rate_limit_fallbacks_total",
+                                  "Rate limit decisions taken from this node's buckets because "
+                                  "the cluster-wide limiter failed");
 }
 
 prometheus::Counter& node_metrics::approvals(const std::string& decision) {
@@ -199,6 +216,10 @@ prometheus::Gauge& node_metrics::entities_active(const std::string& kind) {
 
 prometheus::Counter& node_metrics::entity_restarts(const std::string& kind) {
   return entity_restarts_->Add({{"kind", kind}});
+}
+
+prometheus::Counter& node_metrics::failovers(const std::string& kind) {
+  return failovers_->Add({{"kind", kind}});
 }
 
 } // namespace hotswap

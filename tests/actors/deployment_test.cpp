@@ -441,9 +441,11 @@ struct fixture : test_coordinator_fixture<test_config> {
     deployment_env denv;
     denv.host = henv;
     denv.cfg = cfg;
-    auto& dir = denv.workers[environment];
+    std::map<std::string, worker_registry::list> dir;
     for (size_t i = 0; i < nodes.size(); ++i)
-      dir.emplace_back(nodes[i], module_host_actor{workers[i]});
+      dir[environment].emplace_back(nodes[i], module_host_actor{workers[i]});
+    denv.workers = std::make_shared<worker_registry>();
+    denv.workers->set(std::move(dir));
     denv.approvals = approvals;
     host = spawn_deployment_host(sys, denv);
     caf::anon_send(approvals, listen_atom::value, caf::actor_cast<approval_listener>(host));

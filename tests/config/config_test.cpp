@@ -188,6 +188,7 @@ CAF_TEST(the example file loads with zero errors and documents the defaults) {
   CAF_CHECK_EQUAL(cfg.cluster.listen, def.cluster.listen);
   CAF_CHECK_EQUAL(cfg.cluster.heartbeat_ms, def.cluster.heartbeat_ms);
   CAF_CHECK_EQUAL(cfg.cluster.node_ttl_ms, def.cluster.node_ttl_ms);
+  CAF_CHECK_EQUAL(cfg.cluster.key_prefix, def.cluster.key_prefix);
   CAF_CHECK_EQUAL(cfg.auth.issuer, def.auth.issuer);
   CAF_CHECK_EQUAL(cfg.auth.audience, def.auth.audience);
   CAF_CHECK_EQUAL(cfg.auth.token_minutes, def.auth.token_minutes);
@@ -392,11 +393,35 @@ CAF_TEST(tls cert and key come together and configured tls is refused until http
                "http.tls_cert", "not available in this build");
 }
 
-CAF_TEST(the redis registry is rejected with an honest reason) {
-  expect_error("[cluster]\nregistry = \"redis://127.0.0.1:6379/0\"\n", "cluster.registry",
-               "the redis registry is not available in this build (cluster issue #5); use "
-               "\"local\"");
-  expect_error("[cluster]\nregistry = \"etcd\"\n", "cluster.registry", "must be \"local\"");
+CAF_TEST(the registry is local or a redis url) {
+  CAF_CHECK_EQUAL(expect_ok("[cluster]\nregistry = \"local\"\n").cluster.registry, "local");
+  for (auto url : {"redis://127.0.0.1:6379", "redis://127.0.0.1:6379/0",
+                   "redis://redis.internal:6380/15", "redis://[::1]:6379/3"})
+    CAF_CHECK_EQUAL(
+      expect_ok(std::string{"[cluster]\nregistry = \""} + url + "\"\n").cluster.registry, url);
+  expect_error("[cluster]\nregistry = \"rediss://127.0.0.1:6379/0\"\n", "cluster.registry",
+               "TLS to Redis is not supported (hiredis 0.14 has no TLS); use redis:// on a "
+               "trusted network");
+  expect_error("[cluster]\nregistry = \"etcd\"\n", "cluster.registry",
+               "must be \"local\" or \"redis://host:port[/db]\", got \"etcd\"");
+  for (auto bad : {"redis://", "redis://:6379", "redis://h", "redis://h:0", "redis://h:65536",
+                   "redis://h:6379/16", "redis://h:6379/x", "redis://h:6379/", "redis://a b:1"})
+    expect_error(std::string{"[cluster]\nregistry = \""} + bad + "\"\n", "cluster.registry",
+                 std::string{"must be \"local\" or \"redis://host:port[/db]\", got \""} + bad
+                   + "\"");
+}
+
+CAF_TEST(the redis key prefix is short and without spaces) {
+  CAF_CHECK_EQUAL(default_config().cluster.key_prefix, "hs:");
+  CAF_CHECK_EQUAL(expect_ok("[cluster]\nkey_prefix = \"prod:eu:\"\n").cluster.key_prefix,
+                  "prod:eu:");
+  expect_error("[cluster]\nkey_prefix = \"\"\n", "cluster.key_prefix", "must not be empty");
+  expect_error("[cluster]\nkey_prefix = \"a b\"\n", "cluster.key_prefix", "spaces");
+  expect_error("[cluster]\nkey_prefix = \"" + std::string(65, 'k') + "\"\n",
+               "cluster.key_prefix", "at most 64 characters");
+  CAF_CHECK_EQUAL(
+    expect_ok("[cluster]\nkey_prefix = \"" + std::string(64, 'k') + "\"\n").cluster.key_prefix,
+    std::string(64, 'k'));
 }
 
 CAF_TEST(the heartbeat must be shorter than the node ttl) {
@@ -404,6 +429,139 @@ CAF_TEST(the heartbeat must be shorter than the node ttl) {
                "less than cluster.node_ttl_ms");
   auto cfg = expect_ok("[cluster]\nheartbeat_ms = 100\nnode_ttl_ms = 300\n");
   CAF_CHECK_EQUAL(cfg.cluster.node_ttl_ms, 300u);
+}
+
+// -- cluster TLS ---------------------------------------------------------------
+
+namespace {
+
+/// Runs `cmd` (the openssl CLI) quietly; fails the test when it fails.
+void run_quietly(const std::string& cmd) {
+  auto rc = std::system((cmd + " >/dev/null 2>&1 </dev/null").c_str());
+  if (rc != 0)
+    CAF_FAIL("command failed (" << rc << "): " << cmd);
+}
+
+struct tls_files {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
+/// A CA named `ca` in `dir` (made once) and a node certificate `name` it signed.
+tls_files make_node_cert(const std::string& dir, const std::string& ca, const std::string& name) {
+  tls_files f{dir + "/" + ca + ".pem", dir + "/" + name + ".pem", dir + "/" + name + ".key"};
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  if (!std::filesystem::exists(f.ca))
+    run_quietly("openssl req -x509 " + ec + " -keyout " + dir + "/" + ca + ".key -out " + f.ca
+                + " -days 2 -subj /CN=" + ca);
+  run_quietly("openssl req " + ec + " -keyout " + f.key + " -out " + dir + "/" + name
+              + ".csr -subj /CN=" + name);
+  run_quietly("openssl x509 -req -in " + dir + "/" + name + ".csr -CA " + f.ca + " -CAkey " + dir
+              + "/" + ca + ".key -CAcreateserial -out " + f.cert + " -days 2");
+  return f;
+}
+
+std::string cluster_tls(const std::string& cert, const std::string& key, const std::string& ca) {
+  std::string out = "[cluster]\n";
+  if (!cert.empty())
+    out += "tls_cert = \"" + cert + "\"\n";
+  if (!key.empty())
+    out += "tls_key = \"" + key + "\"\n";
+  if (!ca.empty())
+    out += "tls_ca = \"" + ca + "\"\n";
+  return out;
+}
+
+} // namespace
+
+CAF_TEST(cluster tls is off by default) {
+  auto def = default_config();
+  CAF_CHECK(def.cluster.tls_cert.empty() && def.cluster.tls_key.empty()
+            && def.cluster.tls_ca.empty());
+  CAF_CHECK(!def.cluster.tls_enabled());
+  CAF_CHECK(!expect_ok("[cluster]\ntls_cert = \"\"\ntls_key = \"\"\ntls_ca = \"\"\n")
+               .cluster.tls_enabled());
+}
+
+CAF_TEST(cluster tls loads a certificate signed by the ca with its key) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  auto cfg = expect_ok(cluster_tls(f.cert, f.key, f.ca));
+  CAF_CHECK(cfg.cluster.tls_enabled());
+  CAF_CHECK_EQUAL(cfg.cluster.tls_cert, f.cert);
+  CAF_CHECK_EQUAL(cfg.cluster.tls_key, f.key);
+  CAF_CHECK_EQUAL(cfg.cluster.tls_ca, f.ca);
+}
+
+CAF_TEST(cluster tls needs all three files or none) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  expect_error(cluster_tls(f.cert, f.key, ""), "cluster.tls_ca",
+               "must be set when cluster.tls_cert and cluster.tls_key are set");
+  expect_error(cluster_tls(f.cert, "", f.ca), "cluster.tls_key", "all three");
+  expect_error(cluster_tls("", f.key, f.ca), "cluster.tls_cert", "all three");
+  auto r = load_text(cluster_tls("", "", f.ca));
+  CAF_CHECK(!r.config);
+  CAF_CHECK_EQUAL(r.errors.size(), 2u);
+  CAF_CHECK(has(r, "cluster.tls_cert", "must be set when cluster.tls_ca is set"));
+  CAF_CHECK(has(r, "cluster.tls_key", "must be set when cluster.tls_ca is set"));
+}
+
+CAF_TEST(cluster tls files must be readable) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  expect_error(cluster_tls(dir + "/gone.pem", f.key, f.ca), "cluster.tls_cert",
+               "\"" + dir + "/gone.pem\": cannot open: No such file or directory");
+  expect_error(cluster_tls(f.cert, dir + "/gone.key", f.ca), "cluster.tls_key",
+               "No such file or directory");
+  expect_error(cluster_tls(f.cert, f.key, dir), "cluster.tls_ca", "not a regular file");
+}
+
+CAF_TEST(a cluster tls key of another certificate is a config error) {
+  auto a = make_node_cert(dir, "ca", "node-a");
+  auto b = make_node_cert(dir, "ca", "node-b");
+  expect_error(cluster_tls(a.cert, b.key, a.ca), "cluster.tls_key",
+               "does not match cluster.tls_cert");
+}
+
+CAF_TEST(a cluster tls certificate of a foreign ca is a config error) {
+  auto mine = make_node_cert(dir, "ca", "node-a");
+  auto foreign = make_node_cert(dir, "other-ca", "node-x");
+  expect_error(cluster_tls(foreign.cert, foreign.key, mine.ca), "cluster.tls_cert",
+               "not signed by cluster.tls_ca (unable to get local issuer certificate)");
+  // A self-signed certificate is not signed by the cluster CA either.
+  expect_error(cluster_tls(mine.ca, dir + "/ca.key", foreign.ca), "cluster.tls_cert",
+               "not signed by cluster.tls_ca");
+}
+
+CAF_TEST(cluster tls files that are not pem are config errors) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  auto junk = write("junk.pem", "not a certificate\n");
+  auto r = load_text(cluster_tls(junk, f.key, f.ca));
+  CAF_CHECK(!r.config);
+  CAF_CHECK(has(r, "cluster.tls_cert", "cannot read a PEM certificate from \"" + junk + "\""));
+  expect_error(cluster_tls(f.cert, junk, f.ca), "cluster.tls_key",
+               "cannot read an unencrypted PEM private key from \"" + junk + "\"");
+  expect_error(cluster_tls(f.cert, f.key, junk), "cluster.tls_ca",
+               "cannot read PEM CA certificates from \"" + junk + "\"");
+}
+
+CAF_TEST(an encrypted cluster tls key is refused without a prompt) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  auto enc = dir + "/node-a.enc.key";
+  run_quietly("openssl pkey -in " + f.key + " -aes256 -passout pass:secret -out " + enc);
+  expect_error(cluster_tls(f.cert, enc, f.ca), "cluster.tls_key",
+               "cannot read an unencrypted PEM private key");
+}
+
+CAF_TEST(a bad cluster tls file from the environment names the variable) {
+  auto f = make_node_cert(dir, "ca", "node-a");
+  auto r = load_text(cluster_tls("", f.key, f.ca),
+                     {"HOTSWAP_CLUSTER_TLS_CERT=" + dir + "/gone.pem"});
+  CAF_REQUIRE_EQUAL(r.errors.size(), 1u);
+  CAF_CHECK_EQUAL(r.errors[0].file, "environment");
+  CAF_CHECK_EQUAL(r.errors[0].key, "cluster.tls_cert (HOTSWAP_CLUSTER_TLS_CERT)");
+  CAF_CHECK(r.errors[0].reason.find("No such file or directory") != std::string::npos);
+  auto ok = load_text(cluster_tls("", f.key, f.ca), {"HOTSWAP_CLUSTER_TLS_CERT=" + f.cert});
+  CAF_CHECK(ok.config && ok.config->cluster.tls_enabled());
 }
 
 // -- store ---------------------------------------------------------------------

@@ -454,6 +454,33 @@ def _read_raw_response(sock, timeout):
 # Node
 
 
+# --------------------------------------------------------------------------------------------
+# Clusters (test_cluster*, bench/failover_bench.py)
+
+# Fast cluster timings for tests: failover in about two seconds.
+FAST_CLUSTER = {"heartbeat_ms": 200, "node_ttl_ms": 1000, "takeover_margin_ms": 300,
+                "rebalance_ms": 200}
+
+
+def redis_url():
+    """The Redis of the test run (scripts/services.sh); a missing one is an error, not a skip."""
+    url = os.environ.get("HOTSWAP_TEST_REDIS_URL", "")
+    if not url:
+        raise AssertionError("HOTSWAP_TEST_REDIS_URL is not set: run through scripts/test.sh or "
+                             "scripts/services.sh run -- ctest ...")
+    return url
+
+
+def metric(node, name):
+    """Sum of a Prometheus counter over its label sets on `node` (0 when absent)."""
+    resp = node.get("/metrics")
+    total = 0.0
+    for line in str(resp.body).splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class NodeStartError(AssertionError):
     pass
 

@@ -20,6 +20,7 @@
 #include "hotswap/actors/module_catalog.hpp"
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/rate_limiter.hpp"
+#include "hotswap/actors/shared_limiter.hpp"
 #include "hotswap/actors/tenant.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/config/config.hpp"
@@ -38,9 +39,15 @@ struct api_env {
   identity_actor identity;
   node_metrics* metrics = nullptr;
   std::shared_ptr<rate_limiter> limiter;
+  /// The cluster-wide buckets in Redis; null on a single node. When it
+  /// fails, requests take from `limiter` instead.
+  shared_limiter_actor shared_limiter;
   std::vector<signing_key> keys;
   /// This node's workers by environment (empty without the worker role).
   std::map<std::string, module_host_actor> hosts;
+  /// The workers of every environment across the cluster (invocations for
+  /// an environment this node does not serve go there).
+  worker_registry_ptr workers;
   module_catalog_actor catalog;
   fleet_actor fleet;
   deployment_host_actor deployments;

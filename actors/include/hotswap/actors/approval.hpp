@@ -130,7 +130,15 @@ using approval_host_actor = caf::typed_actor<
   caf::replies_to<stats_atom>::with<host_stats>,
   caf::reacts_to<restart_atom, std::string>,
   /// From a child: a decision or expiry to pass on to the listener.
-  caf::reacts_to<decided_atom, std::string, approval>>;
+  caf::reacts_to<decided_atom, std::string, approval>,
+  /// The rebalancer adopts an orphaned approval (true: it was another
+  /// node's); ignored when it is active here.
+  caf::reacts_to<adopt_atom, std::string, bool>,
+  /// Self-fencing (directory.hpp): stop every approval actor / work again.
+  caf::reacts_to<fence_atom>,
+  caf::reacts_to<unfence_atom>,
+  /// Ids of the entities active on this node (ops: one owner per entity).
+  caf::replies_to<list_atom>::with<std::vector<std::string>>>;
 
 approval_host_actor spawn_approval_host(caf::actor_system& sys, host_env env);
 

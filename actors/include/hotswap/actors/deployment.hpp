@@ -29,10 +29,6 @@
 
 namespace hotswap {
 
-/// The workers of each environment: (node id, module_host) pairs sorted by
-/// node id. Local workers only until the cluster issue adds remote ones.
-using worker_directory = std::map<std::string, std::vector<std::pair<std::string, module_host_actor>>>;
-
 using deployment_actor = caf::typed_actor<
   /// Creates the deployment from its prepared record (JSON of
   /// deploy::deployment); answers the view JSON once it is durable. A
@@ -65,12 +61,23 @@ using deployment_host_actor = caf::typed_actor<
   caf::reacts_to<decided_atom, std::string, approval>,
   caf::replies_to<passivate_atom>::with<ok_atom>,
   caf::replies_to<stats_atom>::with<host_stats>,
-  caf::reacts_to<restart_atom, std::string>>;
+  caf::reacts_to<restart_atom, std::string>,
+  /// Activates a deployment that is active nowhere (the rebalancer adopting
+  /// an orphan; true: it was another node's) so it resumes; ignored when it
+  /// is active here.
+  caf::reacts_to<adopt_atom, std::string, bool>,
+  /// Self-fencing (directory.hpp): stop every deployment actor / work again.
+  caf::reacts_to<fence_atom>,
+  caf::reacts_to<unfence_atom>,
+  /// Ids of the entities active on this node (ops: one owner per entity).
+  caf::replies_to<list_atom>::with<std::vector<std::string>>>;
 
 struct deployment_env {
   host_env host;
   std::shared_ptr<const config::node_config> cfg;
-  worker_directory workers;
+  /// The workers of each environment across the cluster (node id,
+  /// module_host), sorted by node id.
+  worker_registry_ptr workers;
   approval_host_actor approvals;
   tenant_host_actor tenants;
 };

@@ -4,7 +4,12 @@
 // approvals later): activation through the registry and the store (which
 // issues the fencing epoch), a queue of commands while an entity activates or
 // restarts, restart from the last snapshot with backoff and an intensity
-// limit, and release of ownership on passivation.
+// limit, and release of ownership on passivation. In a cluster a command
+// for an entity another live node owns is forwarded to that node's host
+// (route(); the directory knows where it is), retried once after a transport
+// failure; a takeover from a dead node waits out host_env::takeover_wait
+// before the entity's first side effect; fence_atom stops every entity actor
+// at once (self-fencing, see directory.hpp).
 //
 // A host is a typed actor whose state derives from entity_host_state<Child>;
 // its handlers call with_child(). Children are spawned monitored by the host.
@@ -24,9 +29,11 @@
 #include "caf/sec.hpp"
 #include "caf/send.hpp"
 
+#include "hotswap/actors/directory.hpp"
 #include "hotswap/actors/supervision.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/runtime/errc.hpp"
+#include "hotswap/runtime/log.hpp"
 #include "hotswap/runtime/metrics.hpp"
 #include "hotswap/runtime/store_actor.hpp"
 
@@ -41,7 +48,21 @@ struct host_env {
   restart_policy_config restart;
   std::chrono::milliseconds idle_timeout{300000};
   std::chrono::milliseconds call_timeout{10000}; ///< store/registry calls
+  /// Where other nodes' hosts are; null on a single node (nothing to forward).
+  node_directory_actor directory;
+  /// How long a new owner waits after taking an entity over from a node that
+  /// died (not released), before the entity's first side effect: one node
+  /// TTL plus a margin, so a paused old owner has stopped by its own clock.
+  std::chrono::milliseconds takeover_wait{0};
 };
+
+/// True for errors that say a forwarded command did not reach, or was not
+/// answered by, the node that owns the entity (retry elsewhere).
+inline bool is_transport_failure(const caf::error& err) {
+  return err == caf::sec::request_receiver_down || err == caf::sec::request_timeout
+         || err == caf::sec::no_route_to_receiving_node || err == caf::sec::cannot_connect_to_node
+         || err == caf::sec::remote_linking_failed || err == errc::not_owner;
+}
 
 /// Counts what a host did, for tests and /ready.
 struct host_stats {
@@ -67,6 +88,9 @@ struct entity_host_state {
   struct waiter {
     std::function<void(const Child&)> run;
     std::function<void(const caf::error&)> fail;
+    /// Runs the command on the owner node's host instead (given its id);
+    /// null: fail with errc::not_owner.
+    std::function<void(const std::string&)> forward = nullptr;
   };
   struct child_entry {
     Child handle;
@@ -85,8 +109,11 @@ struct entity_host_state {
   std::map<std::string, std::vector<waiter>> waiting; ///< activating or restarting
   std::set<std::string> restarting;                   ///< waiting out a backoff
   std::set<std::string> activating;                   ///< claim in progress
+  /// Taken over from a dead node: claimed, waiting out takeover_wait.
+  std::map<std::string, claim_result> takeovers;
   host_stats stats;
   bool passivating = false;
+  bool fenced = false; ///< self-fenced: no entity work until unfenced
   std::function<void()> on_all_passivated;
 
   void init(std::string k, host_env e, spawner s) {
@@ -111,6 +138,11 @@ struct entity_host_state {
       w.fail(caf::make_error(errc::unavailable, "the node is shutting down"));
       return;
     }
+    if (fenced) {
+      w.fail(caf::make_error(errc::unavailable, "node " + env.node_id
+                                                  + " cannot renew its cluster lease; retry"));
+      return;
+    }
     if (auto i = children.find(id); i != children.end()) {
       w.run(i->second.handle);
       return;
@@ -123,15 +155,21 @@ struct entity_host_state {
       activate(self, id, must_exist);
   }
 
-  template <class Self>
-  void fail_waiting(const std::string& id, const caf::error& err) {
+  /// Ends the activation of `id`: its queued commands, for the caller to run
+  /// or fail.
+  std::vector<waiter> take_waiting(const std::string& id) {
     activating.erase(id);
     auto i = waiting.find(id);
     if (i == waiting.end())
-      return;
+      return {};
     auto ws = std::move(i->second);
     waiting.erase(i);
-    for (auto& w : ws)
+    return ws;
+  }
+
+  template <class Self>
+  void fail_waiting(const std::string& id, const caf::error& err) {
+    for (auto& w : take_waiting(id))
       w.fail(err);
   }
 
@@ -154,28 +192,31 @@ struct entity_host_state {
       .then(
         [this, self, id](const claim_outcome& out) {
           if (!out.granted) {
-            fail_waiting<Self>(id, caf::make_error(errc::not_owner, kind + " " + id
-                                                                     + " is owned by node "
-                                                                     + out.owner));
+            auto err = caf::make_error(errc::not_owner, kind + " " + id + " is owned by node "
+                                                          + out.owner);
+            for (auto& w : take_waiting(id)) {
+              if (w.forward && !out.owner.empty() && out.owner != env.node_id && env.directory)
+                w.forward(out.owner);
+              else
+                w.fail(err);
+            }
             return;
           }
+          auto previous = out.previous;
           self->request(env.store, env.call_timeout, claim_atom::value, kind, id, env.node_id)
             .then(
-              [this, self, id](const claim_result& cr) {
+              [this, self, id, previous](const claim_result& cr) {
                 if (env.metrics)
                   env.metrics->ownership_claims().Increment();
-                auto child = spawn_child(self, id, cr);
-                children[id] = child_entry{child, cr.epoch};
-                activating.erase(id);
-                ++stats.activations;
-                set_active_gauge();
-                auto i = waiting.find(id);
-                if (i == waiting.end())
+                if (!previous.empty() && previous != env.node_id
+                    && env.takeover_wait.count() > 0) {
+                  // The epoch is ours already (the old owner's writes are
+                  // fenced); its side effects may still be in flight.
+                  takeovers[id] = cr;
+                  self->delayed_send(self, env.takeover_wait, restart_atom::value, id);
                   return;
-                auto ws = std::move(i->second);
-                waiting.erase(i);
-                for (auto& w : ws)
-                  w.run(child);
+                }
+                start_child(self, id, cr);
               },
               [this, self, id](const caf::error& err) {
                 caf::anon_send(env.registry, release_atom::value, kind, id, env.node_id);
@@ -183,6 +224,17 @@ struct entity_host_state {
               });
         },
         [this, self, id](const caf::error& err) { fail_waiting<Self>(id, err); });
+  }
+
+  /// Spawns the child of a claimed entity and runs its waiting commands.
+  template <class Self>
+  void start_child(Self* self, const std::string& id, const claim_result& cr) {
+    auto child = spawn_child(self, id, cr);
+    children[id] = child_entry{child, cr.epoch};
+    ++stats.activations;
+    set_active_gauge();
+    for (auto& w : take_waiting(id))
+      w.run(child);
   }
 
   /// Call from the host's down handler. Returns false when the down message
@@ -244,6 +296,21 @@ struct entity_host_state {
   /// Call from the host's restart_atom handler.
   template <class Self>
   void on_restart(Self* self, const std::string& id) {
+    if (auto t = takeovers.find(id); t != takeovers.end()) {
+      auto cr = std::move(t->second);
+      takeovers.erase(t);
+      if (passivating || fenced) {
+        // Never started here: give it back so another node adopts it at once.
+        caf::anon_send(env.store, release_atom::value, kind, id, env.node_id, cr.epoch);
+        caf::anon_send(env.registry, release_atom::value, kind, id, env.node_id);
+        fail_waiting<Self>(id, caf::make_error(errc::unavailable, passivating
+                                                                    ? "the node is shutting down"
+                                                                    : "the node is fenced"));
+        return;
+      }
+      start_child(self, id, cr);
+      return;
+    }
     if (passivating) {
       fail_waiting<Self>(id, caf::make_error(errc::unavailable, "the node is shutting down"));
       return;
@@ -252,6 +319,64 @@ struct entity_host_state {
     if (children.count(id) || !activating.insert(id).second)
       return;
     claim(self, id);
+  }
+
+  /// Activates `id` when it is not active here (the rebalancer adopting an
+  /// orphan, or this node's own after a restart): `run` gets the child.
+  /// Never forwards.
+  /// `from_other`: it was owned by another node (counted as a failover
+  /// once it runs here).
+  template <class Self>
+  void adopt(Self* self, const std::string& id, bool from_other,
+             std::function<void(const Child&)> run) {
+    if (passivating || fenced || children.count(id) || activating.count(id)
+        || restarting.count(id) || takeovers.count(id))
+      return;
+    auto k = kind;
+    auto metrics = env.metrics;
+    with_child(self, id, true,
+               {[=](const Child& child) {
+                  if (from_other && metrics)
+                    metrics->failovers(k).Increment();
+                  run(child);
+                },
+                [k, id](const caf::error& err) {
+                  if (err != errc::not_owner)
+                    logger("cluster")->warn("{} {} not adopted: {}", k, id, error_detail(err));
+                }});
+  }
+
+  /// Self-fencing: this node could not renew its lease in time. Every child
+  /// stops at once (its state is persisted; another node adopts it) and no
+  /// entity work starts until unfence().
+  template <class Self>
+  void fence(Self* self) {
+    if (fenced)
+      return;
+    fenced = true;
+    for (auto& [id, ws] : waiting) {
+      auto err = caf::make_error(errc::unavailable, "node " + env.node_id + " is fenced");
+      for (auto& w : ws)
+        w.fail(err);
+    }
+    waiting.clear();
+    activating.clear();
+    restarting.clear();
+    for (auto& [id, c] : children)
+      self->send_exit(c.handle, caf::make_error(errc::fenced, "node " + env.node_id
+                                                                + " lost its cluster lease"));
+  }
+
+  void unfence() {
+    fenced = false;
+  }
+
+  /// Ids of the entities active on this node.
+  std::vector<std::string> active_ids() const {
+    std::vector<std::string> out;
+    for (auto& [id, c] : children)
+      out.push_back(id);
+    return out;
   }
 
   /// Stops every child (final state is already persisted: every transition
@@ -274,5 +399,78 @@ struct entity_host_state {
     check_passivated();
   }
 };
+
+/// Sends the host-level command (xs...) to the `member` host of node
+/// `owner`; its answer goes to `rp`. After a transport failure the owner's
+/// cached hosts are forgotten and `again` runs instead (once: when `again`
+/// is null the failure is answered as errc::unavailable).
+template <class Handle, class Result, class Self, class... Ts>
+void forward_to_owner(Self* self, const host_env& env, const std::string& owner,
+                      caf::strong_actor_ptr node_hosts::*member,
+                      caf::typed_response_promise<Result> rp, std::function<void()> again,
+                      Ts... xs) {
+  auto dir = env.directory;
+  auto timeout = env.call_timeout;
+  auto metrics = env.metrics;
+  auto give_up = [=](const caf::error& err) mutable {
+    caf::anon_send(dir, forget_atom::value, owner);
+    if (again) {
+      again();
+      return;
+    }
+    rp.deliver(caf::make_error(errc::unavailable, "node " + owner
+                                                    + " owns this entity but does not answer: "
+                                                    + error_detail(err)));
+  };
+  self->request(dir, timeout, hosts_atom::value, owner)
+    .then(
+      [=](node_hosts& nh) mutable {
+        auto target = caf::actor_cast<Handle>(nh.*member);
+        if (!target) {
+          give_up(caf::make_error(errc::unavailable, "it runs no such host"));
+          return;
+        }
+        if (metrics)
+          metrics->forwarded_requests().Increment();
+        self->request(target, timeout, xs...)
+          .then([=](Result& r) mutable { rp.deliver(std::move(r)); },
+                [=](caf::error& err) mutable {
+                  if (is_transport_failure(err))
+                    give_up(err);
+                  else
+                    rp.deliver(err);
+                });
+      },
+      [=](caf::error& err) mutable { give_up(err); });
+}
+
+/// Runs a command for entity `id` of a host whose state is `st`: on the
+/// local child as (a, rest...), or, when another live node owns `id`, on
+/// that node's host (`member` of node_hosts, typed `Handle`) as
+/// (a, id, rest...), retried once through a fresh claim after a transport
+/// failure. `translate` (optional) maps errors before they are answered.
+template <class Handle, class Result, class State, class Self, class Atom, class... Rest>
+void route(Self* self, State& st, caf::strong_actor_ptr node_hosts::*member,
+           const std::string& id, bool must_exist, caf::typed_response_promise<Result> rp,
+           std::function<caf::error(const caf::error&)> translate, bool may_forward, Atom a,
+           Rest... rest) {
+  typename State::waiter w;
+  w.run = [rp, a, rest...](const auto& child) mutable { rp.delegate(child, a, rest...); };
+  w.fail = [rp, translate](const caf::error& err) mutable {
+    rp.deliver(translate ? translate(err) : err);
+  };
+  if (may_forward) {
+    auto* stp = &st;
+    w.forward = [=](const std::string& owner) mutable {
+      std::function<void()> again = [=] {
+        route<Handle, Result>(self, *stp, member, id, must_exist, rp, translate, false, a,
+                              rest...);
+      };
+      forward_to_owner<Handle>(self, stp->env, owner, member, rp, std::move(again), a, id,
+                               rest...);
+    };
+  }
+  st.with_child(self, id, must_exist, std::move(w));
+}
 
 } // namespace hotswap

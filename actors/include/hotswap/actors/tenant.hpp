@@ -60,7 +60,12 @@ using tenant_host_actor = caf::typed_actor<
   /// The running actor of an existing tenant, activating it (errc::not_found
   /// for a tenant that was never written). The HTTP bridge caches it for reads.
   caf::replies_to<child_atom, std::string>::with<tenant_actor>,
-  caf::reacts_to<restart_atom, std::string>>;
+  caf::reacts_to<restart_atom, std::string>,
+  /// Self-fencing (directory.hpp): stop every tenant actor / work again.
+  caf::reacts_to<fence_atom>,
+  caf::reacts_to<unfence_atom>,
+  /// Ids of the entities active on this node (ops: one owner per entity).
+  caf::replies_to<list_atom>::with<std::vector<std::string>>>;
 
 tenant_host_actor spawn_tenant_host(caf::actor_system& sys, host_env env);
 

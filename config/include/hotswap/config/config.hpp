@@ -39,8 +39,27 @@ struct store_section {
 struct cluster_section {
   std::string listen = "127.0.0.1:7100";
   std::string registry = "local";
+  std::string key_prefix = "hs:";        ///< prepended to every Redis registry key
   uint32_t heartbeat_ms = 500;
   uint32_t node_ttl_ms = 3000;
+  /// A new owner waits node_ttl_ms + takeover_margin_ms after taking an
+  /// entity over from a dead node; a node self-fences this long before its
+  /// lease could expire (at most half the TTL).
+  uint32_t takeover_margin_ms = 500;
+  /// How often the rebalancer looks for orphaned entities.
+  uint32_t rebalance_ms = 500;
+  /// Inter-node TLS with mutual authentication (caf::openssl): PEM paths of
+  /// this node's certificate, its unencrypted private key and the cluster CA.
+  /// All three empty = plain TCP (trusted network only); all three set = TLS.
+  /// The loader checks that the key matches the certificate and that the CA
+  /// signed it.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+
+  bool tls_enabled() const {
+    return !tls_cert.empty();
+  }
 };
 
 struct auth_section {

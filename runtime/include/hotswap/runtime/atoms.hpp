@@ -50,5 +50,16 @@ using cancel_atom = caf::atom_constant<caf::atom("cancel")>;
 using done_atom = caf::atom_constant<caf::atom("done")>;
 using run_atom = caf::atom_constant<caf::atom("run")>;
 using restore_atom = caf::atom_constant<caf::atom("restore")>;
+/// Cluster membership: a node leaves gracefully / nodes that left.
+using leave_atom = caf::atom_constant<caf::atom("leave")>;
+using left_atom = caf::atom_constant<caf::atom("left")>;
+/// Self-fencing: stop / allow entity work (lease lost / regained).
+using fence_atom = caf::atom_constant<caf::atom("fence")>;
+using unfence_atom = caf::atom_constant<caf::atom("unfence")>;
+/// Cluster directory: the entity hosts and workers of a node.
+using hosts_atom = caf::atom_constant<caf::atom("hosts")>;
+using forget_atom = caf::atom_constant<caf::atom("forget")>;
+using adopt_atom = caf::atom_constant<caf::atom("adopt")>;
+using take_atom = caf::atom_constant<caf::atom("take")>; ///< a rate limit token (shared_limiter)
 
 } // namespace hotswap

@@ -63,6 +63,19 @@ public:
     return *fenced_writes_;
   }
 
+  /// Commands forwarded to the node that owns the entity.
+  prometheus::Counter& forwarded_requests() {
+    return *forwarded_;
+  }
+
+  /// Entities adopted from a node that died or left (by kind).
+  prometheus::Counter& failovers(const std::string& kind);
+
+  /// Times this node stopped its entity work because it could not renew its lease.
+  prometheus::Counter& self_fences() {
+    return *self_fences_;
+  }
+
   /// Gauge of active (activated) entity actors per kind.
   prometheus::Gauge& entities_active(const std::string& kind);
 
@@ -105,6 +118,12 @@ public:
   /// Module uploads by outcome ("stored", "duplicate", "rejected").
   prometheus::Counter& module_uploads(const std::string& outcome);
 
+  /// Rate limit decisions taken from this node's buckets because the
+  /// cluster-wide limiter (Redis) failed or did not answer in time.
+  prometheus::Counter& rate_limit_fallbacks() {
+    return *rate_limit_fallbacks_;
+  }
+
 private:
   /// Metric handles per (method, route): prometheus-cpp's Family::Add hashes
   /// a label map under a lock on every call; this cache makes the per-request
@@ -124,6 +143,9 @@ private:
   prometheus::Histogram* snapshot_write_;
   prometheus::Counter* ownership_claims_;
   prometheus::Counter* fenced_writes_;
+  prometheus::Counter* forwarded_;
+  prometheus::Counter* self_fences_;
+  prometheus::Family<prometheus::Counter>* failovers_;
   prometheus::Family<prometheus::Counter>* module_invocations_;
   prometheus::Family<prometheus::Histogram>* module_seconds_;
   prometheus::Family<prometheus::Counter>* module_uploads_;
@@ -135,6 +157,7 @@ private:
   prometheus::Counter* deployments_rolled_back_;
   prometheus::Histogram* deployment_duration_;
   prometheus::Family<prometheus::Counter>* approvals_;
+  prometheus::Counter* rate_limit_fallbacks_;
 };
 
 } // namespace hotswap
