@@ -1,7 +1,5 @@
 #include "hotswap/actors/shared_limiter.hpp"
 
-#include <hiredis/hiredis.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <memory>
@@ -12,6 +10,7 @@
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
+#include "hotswap/cluster/redis_client.hpp"
 #include "hotswap/cluster/redis_registry.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/log.hpp"
@@ -72,171 +71,19 @@ end
 return out
 )lua";
 
-struct reply_deleter {
-  void operator()(redisReply* r) const {
-    if (r != nullptr)
-      freeReplyObject(r);
-  }
-};
-
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-
-struct context_deleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr)
-      redisFree(c);
-  }
-};
-
-using context_ptr = std::unique_ptr<redisContext, context_deleter>;
-
-using argv_t = std::vector<std::string>;
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms.count() / 1000);
-  tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
-std::string reply_string(const redisReply* r) {
-  return r->str != nullptr ? std::string(r->str, r->len) : std::string{};
-}
-
-bool is_string(const redisReply* r) {
-  return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
-}
+using redis::argv_t;
 
 struct shared_limiter_state {
   shared_limiter_options opts;
-  std::string host;
-  uint16_t port = 0;
-  int db = 0;
-  context_ptr ctx;
-  /// SHA1 of take_script on the current connection (a restarted Redis
-  /// forgets it: NOSCRIPT reloads).
-  std::string sha;
-  /// Logs the transitions between reachable and unreachable, not every
-  /// failed request (the bridges count each fallback in a metric).
-  bool down = false;
-  /// No attempt to reach Redis before this point (see unavailable).
-  std::chrono::steady_clock::time_point retry_at{};
-  std::string last_error;
+  std::unique_ptr<redis::client> redis;
   static inline const char* name = "shared_limiter";
 
   std::string bucket_key(const std::string& category, const std::string& key) const {
     return opts.prefix + "rl:" + category + ":" + key;
   }
 
-  caf::error failure(const std::string& why) const {
-    return caf::make_error(errc::unavailable,
-                           "shared rate limits (" + opts.url + ") are unavailable: " + why);
-  }
-
-  /// Drops the connection and fails every request for retry_interval: while
-  /// Redis is unreachable or hanging, queued takes fail at once instead of
-  /// each waiting out its own timeout.
   caf::error unavailable(const std::string& why) {
-    ctx.reset();
-    sha.clear();
-    retry_at = std::chrono::steady_clock::now() + opts.retry_interval;
-    last_error = why;
-    if (!down) {
-      down = true;
-      logger("http")->warn("[R:{}] shared rate limits unavailable: {}; every node falls back to "
-                           "its local limits until Redis answers again",
-                           opts.url, why);
-    }
-    return failure(why);
-  }
-
-  /// `sys_errno`: errno right after the failed hiredis call.
-  caf::error io_error(const std::string& what, int sys_errno) {
-    std::string why = what;
-    if (ctx && ctx->err != 0) {
-      why += std::string{": "} + ctx->errstr;
-      // hiredis reports the expiry of its socket timeout as EAGAIN.
-      if (ctx->err == REDIS_ERR_IO && (sys_errno == EAGAIN || sys_errno == EWOULDBLOCK))
-        why += " (no answer within " + std::to_string(opts.command_timeout.count()) + " ms)";
-    }
-    return unavailable(why);
-  }
-
-  caf::error connect() {
-    if (std::chrono::steady_clock::now() < retry_at)
-      return failure(last_error);
-    context_ptr c{redisConnectWithTimeout(host.c_str(), port, to_timeval(opts.connect_timeout))};
-    if (!c)
-      return unavailable("cannot allocate a hiredis context");
-    if (c->err != 0)
-      return unavailable(std::string{"cannot connect: "} + c->errstr);
-    if (redisSetTimeout(c.get(), to_timeval(opts.command_timeout)) != REDIS_OK)
-      return unavailable(std::string{"cannot set the command timeout: "} + c->errstr);
-    if (db != 0) {
-      auto dbs = std::to_string(db);
-      const char* argv[] = {"SELECT", dbs.c_str()};
-      size_t lens[] = {6, dbs.size()};
-      reply_ptr r{static_cast<redisReply*>(redisCommandArgv(c.get(), 2, argv, lens))};
-      if (!r || c->err != 0)
-        return unavailable(std::string{"SELECT failed: "} + c->errstr);
-      if (r->type == REDIS_REPLY_ERROR)
-        return unavailable("SELECT " + dbs + " refused: " + reply_string(r.get()));
-    }
-    ctx = std::move(c);
-    if (down) {
-      down = false;
-      logger("http")->info("[R:{}] shared rate limits reachable again", opts.url);
-    }
-    return caf::none;
-  }
-
-  /// One command; error replies are returned as replies, only I/O failures
-  /// are errors.
-  caf::expected<reply_ptr> command(const argv_t& cmd) {
-    if (!ctx)
-      if (auto err = connect())
-        return err;
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const auto& a : cmd) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    void* raw = redisCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(),
-                                 lens.data());
-    if (raw == nullptr)
-      return io_error(cmd.front() + " failed", errno);
-    return reply_ptr{static_cast<redisReply*>(raw)};
-  }
-
-  /// Runs take_script by SHA1, loading it on first use and again after
-  /// Redis forgot it (restart, SCRIPT FLUSH).
-  caf::expected<reply_ptr> eval(const argv_t& keys, const argv_t& args) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (sha.empty()) {
-        auto loaded = command({"SCRIPT", "LOAD", take_script});
-        if (!loaded)
-          return std::move(loaded.error());
-        if (loaded->get()->type == REDIS_REPLY_ERROR)
-          return unavailable("SCRIPT LOAD failed: " + reply_string(loaded->get()));
-        if (!is_string(loaded->get()))
-          return unavailable("SCRIPT LOAD returned no SHA1");
-        sha = reply_string(loaded->get());
-      }
-      argv_t cmd{"EVALSHA", sha, std::to_string(keys.size())};
-      cmd.insert(cmd.end(), keys.begin(), keys.end());
-      cmd.insert(cmd.end(), args.begin(), args.end());
-      auto r = command(cmd);
-      if (!r)
-        return std::move(r.error());
-      if (r->get()->type != REDIS_REPLY_ERROR)
-        return r;
-      auto msg = reply_string(r->get());
-      if (msg.rfind("NOSCRIPT", 0) != 0)
-        return unavailable("the rate limit script failed: " + msg);
-      sha.clear();
-    }
-    return unavailable("the rate limit script vanished twice while loading");
+    return redis->unavailable(why, opts.retry_interval);
   }
 
   /// Takes from buckets (categories[i], key) of capacity limits[i] in turn.
@@ -248,7 +95,7 @@ struct shared_limiter_state {
       keys.push_back(bucket_key(categories[i], key));
       args.push_back(std::to_string(limits[i]));
     }
-    auto r = eval(keys, args);
+    auto r = redis->eval(take_script, keys, args);
     if (!r)
       return std::move(r.error());
     auto rep = r->get();
@@ -279,9 +126,21 @@ shared_limiter(shared_limiter_actor::stateful_pointer<shared_limiter_state> self
                shared_limiter_options opts, std::string host, uint16_t port, int db) {
   auto& st = self->state;
   st.opts = std::move(opts);
-  st.host = std::move(host);
-  st.port = port;
-  st.db = db;
+  redis::client_options co;
+  co.url = st.opts.url;
+  co.host = std::move(host);
+  co.port = port;
+  co.db = db;
+  co.what = "shared rate limits";
+  co.log_name = "http";
+  co.down_hint = "; every node falls back to its local limits until Redis answers again";
+  co.connect_timeout = st.opts.connect_timeout;
+  co.command_timeout = st.opts.command_timeout;
+  // While Redis is unreachable or hanging, takes fail at once (the bridges
+  // fall back to their local limits without waiting).
+  co.connect_backoff = st.opts.retry_interval;
+  co.io_backoff = st.opts.retry_interval;
+  st.redis = std::make_unique<redis::client>(std::move(co));
   return {
     [=](take_atom, const std::string& category, const std::string& key,
         uint32_t per_minute) -> caf::result<rate_decision> {

@@ -1,7 +1,5 @@
 #include "hotswap/cluster/redis_registry.hpp"
 
-#include <hiredis/hiredis.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -15,6 +13,8 @@
 #include "caf/spawn_options.hpp"
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
+
+#include "hotswap/cluster/redis_client.hpp"
 
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/log.hpp"
@@ -46,40 +46,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 )lua";
 
-struct reply_deleter {
-  void operator()(redisReply* r) const {
-    if (r != nullptr)
-      freeReplyObject(r);
-  }
-};
-
-using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
-
-struct context_deleter {
-  void operator()(redisContext* c) const {
-    if (c != nullptr)
-      redisFree(c);
-  }
-};
-
-using context_ptr = std::unique_ptr<redisContext, context_deleter>;
-
-using argv_t = std::vector<std::string>;
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv{};
-  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(ms.count() / 1000);
-  tv.tv_usec = static_cast<decltype(tv.tv_usec)>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
-std::string reply_string(const redisReply* r) {
-  return r->str != nullptr ? std::string(r->str, r->len) : std::string{};
-}
-
-bool is_string(const redisReply* r) {
-  return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
-}
+using redis::argv_t;
+using redis::is_string;
+using redis::reply_ptr;
+using redis::reply_string;
 
 /// `s` with the glob characters of SCAN's MATCH escaped.
 std::string glob_escape(const std::string& s) {
@@ -147,26 +117,13 @@ bool from_json(const std::string& text, node_info& n) {
 
 struct redis_registry_state {
   redis_registry_options opts;
-  std::string host;
-  uint16_t port = 0;
-  int db = 0;
-  context_ptr ctx;
-  /// Logs the transitions between reachable and unreachable, not every
-  /// failed request.
-  bool down = false;
-  /// SHA1 of the loaded scripts on the current connection (a restarted
-  /// Redis forgets them: NOSCRIPT reloads).
-  std::string claim_sha;
-  std::string release_sha;
+  std::unique_ptr<redis::client> redis;
   /// (kind, id) granted to opts.self_node and not released: re-asserted when
   /// a renewal finds that Redis lost the node key.
   std::set<std::pair<std::string, std::string>> owned;
   /// A renewal found the node key gone and the re-assertion has not
   /// completed yet (it is retried by the next renewal).
   bool reassert_pending = false;
-  /// No connection attempt before this point (see connect).
-  std::chrono::steady_clock::time_point retry_at{};
-  std::string last_connect_error;
   static inline const char* name = "redis_registry";
 
   std::string node_key(const std::string& id) const {
@@ -181,147 +138,16 @@ struct redis_registry_state {
     return opts.prefix + "left:" + id;
   }
 
-  /// Drops the connection (the next request reconnects) and returns the
-  /// error every caller answers with.
-  caf::error unavailable(const std::string& why) {
-    ctx.reset();
-    claim_sha.clear();
-    release_sha.clear();
-    if (!down) {
-      down = true;
-      logger("cluster")->warn("[R:{}] registry unavailable: {}", opts.url, why);
-    }
-    return caf::make_error(errc::unavailable, "registry " + opts.url + " is unavailable: " + why);
-  }
-
-  /// `sys_errno`: errno right after the failed hiredis call.
-  caf::error io_error(const std::string& what, int sys_errno) {
-    std::string why = what;
-    if (ctx && ctx->err != 0) {
-      why += std::string{": "} + ctx->errstr;
-      // hiredis reports the expiry of its socket timeout as EAGAIN.
-      if (ctx->err == REDIS_ERR_IO && (sys_errno == EAGAIN || sys_errno == EWOULDBLOCK))
-        why += " (no answer within " + std::to_string(opts.command_timeout.count()) + " ms)";
-    }
-    return unavailable(why);
-  }
-
-  /// Opens a connection unless one failed within the last connect timeout:
-  /// while Redis is unreachable, queued requests fail at once instead of
-  /// each waiting out its own connection attempt.
-  caf::error connect() {
-    auto now = std::chrono::steady_clock::now();
-    if (now < retry_at)
-      return caf::make_error(errc::unavailable,
-                             "registry " + opts.url + " is unavailable: " + last_connect_error);
-    auto why = open();
-    if (why.empty())
-      return caf::none;
-    retry_at = std::chrono::steady_clock::now() + opts.connect_timeout;
-    last_connect_error = why;
-    return unavailable(why);
-  }
-
-  /// Sets `ctx`; returns the reason when that failed.
-  std::string open() {
-    context_ptr c{redisConnectWithTimeout(host.c_str(), port, to_timeval(opts.connect_timeout))};
-    if (!c)
-      return "cannot allocate a hiredis context";
-    if (c->err != 0)
-      return std::string{"cannot connect: "} + c->errstr;
-    if (redisSetTimeout(c.get(), to_timeval(opts.command_timeout)) != REDIS_OK)
-      return std::string{"cannot set the command timeout: "} + c->errstr;
-    if (db != 0) {
-      auto dbs = std::to_string(db);
-      const char* argv[] = {"SELECT", dbs.c_str()};
-      size_t lens[] = {6, dbs.size()};
-      reply_ptr r{static_cast<redisReply*>(redisCommandArgv(c.get(), 2, argv, lens))};
-      if (!r || c->err != 0)
-        return std::string{"SELECT failed: "} + c->errstr;
-      if (r->type == REDIS_REPLY_ERROR)
-        return "SELECT " + dbs + " refused: " + reply_string(r.get());
-    }
-    ctx = std::move(c);
-    logger("cluster")->info("[R:{}] registry {}", opts.url,
-                            down ? "reachable again" : "connected");
-    down = false;
-    return {};
-  }
-
-  /// Sends `cmds` in one round trip. Error replies are returned as replies;
-  /// only I/O failures are errors.
   caf::expected<std::vector<reply_ptr>> pipeline(const std::vector<argv_t>& cmds) {
-    if (!ctx)
-      if (auto err = connect())
-        return err;
-    for (const auto& cmd : cmds) {
-      std::vector<const char*> argv;
-      std::vector<size_t> lens;
-      for (const auto& a : cmd) {
-        argv.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      if (redisAppendCommandArgv(ctx.get(), static_cast<int>(argv.size()), argv.data(),
-                                 lens.data())
-          != REDIS_OK)
-        return io_error("cannot send a command", errno);
-    }
-    std::vector<reply_ptr> out;
-    for (size_t i = 0; i < cmds.size(); ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx.get(), &raw) != REDIS_OK || raw == nullptr) {
-        int sys_errno = errno;
-        if (raw != nullptr)
-          freeReplyObject(raw);
-        return io_error(cmds[i].front() + " failed", sys_errno);
-      }
-      out.emplace_back(static_cast<redisReply*>(raw));
-    }
-    return out;
+    return redis->pipeline(cmds);
   }
 
-  /// One command; an error reply is an error too.
   caf::expected<reply_ptr> run(const argv_t& cmd) {
-    auto rs = pipeline({cmd});
-    if (!rs)
-      return std::move(rs.error());
-    auto r = std::move(rs->front());
-    if (r->type == REDIS_REPLY_ERROR)
-      return caf::make_error(errc::unavailable, "registry " + opts.url + ": " + cmd.front()
-                                                  + " failed: " + reply_string(r.get()));
-    return r;
+    return redis->run(cmd);
   }
 
-  /// Runs a script by SHA1, loading it on first use and again after Redis
-  /// forgot it (restart, SCRIPT FLUSH).
-  caf::expected<reply_ptr> eval(const char* script, std::string& sha, const argv_t& keys,
-                                const argv_t& args) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      if (sha.empty()) {
-        auto loaded = run({"SCRIPT", "LOAD", script});
-        if (!loaded)
-          return std::move(loaded.error());
-        if (!is_string(loaded->get()))
-          return unavailable("SCRIPT LOAD returned no SHA1");
-        sha = reply_string(loaded->get());
-      }
-      argv_t cmd{"EVALSHA", sha, std::to_string(keys.size())};
-      cmd.insert(cmd.end(), keys.begin(), keys.end());
-      cmd.insert(cmd.end(), args.begin(), args.end());
-      auto rs = pipeline({cmd});
-      if (!rs)
-        return std::move(rs.error());
-      auto r = std::move(rs->front());
-      if (r->type != REDIS_REPLY_ERROR)
-        return r;
-      auto msg = reply_string(r.get());
-      if (msg.rfind("NOSCRIPT", 0) != 0)
-        return caf::make_error(errc::unavailable,
-                               "registry " + opts.url + ": script failed: " + msg);
-      sha.clear();
-    }
-    return caf::make_error(errc::unavailable,
-                           "registry " + opts.url + ": the script vanished twice while loading");
+  caf::error unavailable(const std::string& why) {
+    return redis->unavailable(why, opts.connect_timeout);
   }
 
   /// Every key matching `prefix`*, in no particular order, without duplicates.
@@ -402,15 +228,26 @@ redis_registry(registry_actor::stateful_pointer<redis_registry_state> self,
                redis_registry_options opts, std::string host, uint16_t port, int db) {
   auto& st = self->state;
   st.opts = std::move(opts);
-  st.host = std::move(host);
-  st.port = port;
-  st.db = db;
+  redis::client_options co;
+  co.url = st.opts.url;
+  co.host = std::move(host);
+  co.port = port;
+  co.db = db;
+  co.what = "registry";
+  co.log_name = "cluster";
+  co.connect_timeout = st.opts.connect_timeout;
+  co.command_timeout = st.opts.command_timeout;
+  // Requests queued behind an unreachable Redis fail at once; after a lost
+  // connection the next request reconnects at once.
+  co.connect_backoff = st.opts.connect_timeout;
+  co.io_backoff = std::chrono::milliseconds{0};
+  st.redis = std::make_unique<redis::client>(std::move(co));
   return {
     [=](claim_atom, const std::string& kind, const std::string& id,
         const std::string& node) -> caf::result<claim_outcome> {
       auto& st = self->state;
-      auto r = st.eval(claim_script, st.claim_sha, {st.own_key(kind, id)},
-                       {node, st.opts.prefix + "node:"});
+      auto r = st.redis->eval(claim_script, {st.own_key(kind, id)},
+                              {node, st.opts.prefix + "node:"});
       if (!r)
         return std::move(r.error());
       auto rep = r->get();
@@ -472,7 +309,7 @@ redis_registry(registry_actor::stateful_pointer<redis_registry_state> self,
       // entity, so it must never be re-asserted.
       if (node == st.opts.self_node)
         st.owned.erase(std::make_pair(kind, id));
-      auto r = st.eval(release_script, st.release_sha, {st.own_key(kind, id)}, {node});
+      auto r = st.redis->eval(release_script, {st.own_key(kind, id)}, {node});
       if (!r)
         return std::move(r.error());
       return ok_atom::value;
