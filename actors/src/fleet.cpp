@@ -153,10 +153,11 @@ json::object version_json(const version_view& v) {
   return o;
 }
 
-/// The detail of one environment from the membership and, for this node,
-/// its worker's live view.
+/// The detail of one environment from the membership and the live views of
+/// the workers that answered (by node id; `local` is this node's).
 std::string detail_json(const fleet_state& st, const std::string& env,
-                        const std::vector<node_info>& nodes, const host_view* local) {
+                        const std::vector<node_info>& nodes,
+                        const std::map<std::string, host_view>& views) {
   json::array out_nodes;
   size_t total = 0, ok = 0;
   for (auto& n : nodes) {
@@ -173,8 +174,8 @@ std::string detail_json(const fleet_state& st, const std::string& env,
     o["lastHeartbeat"] = rfc3339(n.last_heartbeat);
     o["httpEndpoint"] = n.http_endpoint;
     json::array modules;
-    if (local != nullptr && n.id == st.env.self_node.id) {
-      for (auto& m : local->modules) {
+    if (auto vi = views.find(n.id); vi != views.end()) {
+      for (auto& m : vi->second.modules) {
         json::object mo;
         mo["name"] = m.name;
         json::array versions;
@@ -183,19 +184,25 @@ std::string detail_json(const fleet_state& st, const std::string& env,
         mo["versions"] = std::move(versions);
         modules.push_back(std::move(mo));
       }
-      o["loadedLibraries"] = local->loaded_libraries;
+      o["loadedLibraries"] = vi->second.loaded_libraries;
     }
     o["modules"] = std::move(modules);
     out_nodes.push_back(std::move(o));
   }
   json::object metrics;
+  // Invocation figures over every worker that answered (CPU and memory are
+  // this process's: other nodes report theirs).
   double lat = 0, err = 0, rps = 0;
-  if (local != nullptr) {
-    lat = local->mean_ms;
-    err = local->invocations > 0 ? static_cast<double>(local->errors)
-                                     / static_cast<double>(local->invocations) * 100.0
-                                 : 0.0;
-    rps = local->per_second;
+  uint64_t invocations = 0, errors = 0;
+  for (auto& [id, v] : views) {
+    lat += v.mean_ms * static_cast<double>(v.invocations);
+    invocations += v.invocations;
+    errors += v.errors;
+    rps += v.per_second;
+  }
+  if (invocations > 0) {
+    lat /= static_cast<double>(invocations);
+    err = static_cast<double>(errors) / static_cast<double>(invocations) * 100.0;
   }
   metrics["avgCpuUsage"] = total > 0 ? st.cpu_percent : 0.0;
   metrics["avgMemoryUsage"] = total > 0 ? st.memory_percent : 0.0;
@@ -257,17 +264,38 @@ fleet_actor::behavior_type fleet(fleet_ptr self, fleet_env env) {
       self->request(self->state.env.registry, std::chrono::seconds(5), nodes_atom::value)
         .then(
           [=](std::vector<node_info>& nodes) mutable {
-            auto h = self->state.env.hosts.find(env);
-            if (h == self->state.env.hosts.end()) {
-              rp.deliver(detail_json(self->state, env, nodes, nullptr));
+            // Every worker of env: this node's, and the other nodes' from
+            // the directory's worker registry (a node that does not answer
+            // in time is shown without modules).
+            std::vector<std::pair<std::string, module_host_actor>> targets;
+            auto& st = self->state;
+            if (auto h = st.env.hosts.find(env); h != st.env.hosts.end())
+              targets.emplace_back(st.env.self_node.id, h->second);
+            if (st.env.workers)
+              for (auto& [id, h] : st.env.workers->of(env))
+                if (id != st.env.self_node.id)
+                  targets.emplace_back(id, h);
+            auto views = std::make_shared<std::map<std::string, host_view>>();
+            auto left = std::make_shared<size_t>(targets.size());
+            auto done = [=]() mutable {
+              rp.deliver(detail_json(self->state, env, nodes, *views));
+            };
+            if (targets.empty()) {
+              done();
               return;
             }
-            self->request(h->second, std::chrono::seconds(5), get_atom::value)
-              .then(
-                [=](host_view& v) mutable {
-                  rp.deliver(detail_json(self->state, env, nodes, &v));
-                },
-                [=](caf::error& err) mutable { rp.deliver(err); });
+            for (auto& [id, h] : targets)
+              self->request(h, std::chrono::seconds(2), get_atom::value)
+                .then(
+                  [=](host_view& v) mutable {
+                    views->emplace(id, std::move(v));
+                    if (--*left == 0)
+                      done();
+                  },
+                  [=](caf::error&) mutable {
+                    if (--*left == 0)
+                      done();
+                  });
           },
           [=](caf::error& err) mutable { rp.deliver(err); });
       return rp;

@@ -456,6 +456,7 @@ int run_node(const config::node_config& cfg) {
   }
   fenv.registry = registry;
   fenv.hosts = hosts;
+  fenv.workers = directory_workers;
   fenv.node_ttl = std::chrono::milliseconds(cfg.cluster.node_ttl_ms);
   fenv.heartbeat = std::chrono::milliseconds(cfg.cluster.heartbeat_ms);
   fenv.sample_interval = std::chrono::milliseconds(cfg.worker.sample_interval_ms);

@@ -194,6 +194,14 @@ class ClusterTest(ClusterCase):
         self.assertEnded(eid, "Succeeded")
         for key in "BC":
             self.assertEqual(self.weights_on(key, "echo", "Production"), {"2.0.0": 100})
+        # A serves no Production worker, yet its Clusters API shows both workers' versions.
+        resp = nodes["A"].get(f"{td.CLUSTERS}/Production", user="viewer")
+        self.assertStatus(resp, 200)
+        shown = {n["nodeId"]: {v["version"]: v["weight"] for m in n["modules"]
+                               if m["name"] == "echo" for v in m["versions"]}
+                 for n in resp.body["nodes"]}
+        self.assertEqual(shown, {nodes["B"].node_id: {"2.0.0": 100},
+                                 nodes["C"].node_id: {"2.0.0": 100}})
         # Every node reads the same record.
         views = [nodes[k].get(f"{td.DEPLOYMENTS}/{eid}", user="viewer").body for k in "ABC"]
         self.assertEqual({v["status"] for v in views}, {"Succeeded"})

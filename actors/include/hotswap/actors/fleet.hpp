@@ -14,6 +14,7 @@
 #include "caf/replies_to.hpp"
 #include "caf/typed_actor.hpp"
 
+#include "hotswap/actors/directory.hpp"
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/runtime/atoms.hpp"
@@ -36,6 +37,9 @@ struct fleet_env {
   std::string hostname;
   registry_actor registry;
   std::map<std::string, module_host_actor> hosts; ///< this node's workers by environment
+  /// The workers of every node (directory.hpp): the detail of an environment
+  /// shows each node's loaded versions, not only this node's.
+  worker_registry_ptr workers;
   std::chrono::milliseconds node_ttl{3000};
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds sample_interval{5000};
