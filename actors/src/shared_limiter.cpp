@@ -123,19 +123,10 @@ struct shared_limiter_state {
 
 shared_limiter_actor::behavior_type
 shared_limiter(shared_limiter_actor::stateful_pointer<shared_limiter_state> self,
-               shared_limiter_options opts, std::string host, uint16_t port, int db) {
+               shared_limiter_options opts, redis::client_options co) {
   auto& st = self->state;
   st.opts = std::move(opts);
-  redis::client_options co;
-  co.url = st.opts.url;
-  co.host = std::move(host);
-  co.port = port;
-  co.db = db;
-  co.what = "shared rate limits";
-  co.log_name = "http";
   co.down_hint = "; every node falls back to its local limits until Redis answers again";
-  co.connect_timeout = st.opts.connect_timeout;
-  co.command_timeout = st.opts.command_timeout;
   // While Redis is unreachable or hanging, takes fail at once (the bridges
   // fall back to their local limits without waiting).
   co.connect_backoff = st.opts.retry_interval;
@@ -157,16 +148,15 @@ shared_limiter(shared_limiter_actor::stateful_pointer<shared_limiter_state> self
 
 caf::expected<shared_limiter_actor> spawn_shared_limiter(caf::actor_system& sys,
                                                          shared_limiter_options opts) {
-  auto parsed = parse_redis_url(opts.url);
-  if (!parsed)
-    return std::move(parsed.error());
+  auto co = redis::options_for(opts.url, "shared rate limits", "http", opts.connect_timeout,
+                               opts.command_timeout);
+  if (!co)
+    return std::move(co.error());
   if (opts.prefix.empty())
     return caf::make_error(errc::config_invalid, "the Redis key prefix must not be empty");
-  if (opts.connect_timeout.count() <= 0 || opts.command_timeout.count() <= 0
-      || opts.retry_interval.count() < 0)
+  if (opts.retry_interval.count() < 0)
     return caf::make_error(errc::config_invalid, "Redis timeouts must be positive");
-  auto [host, port, db] = std::move(*parsed);
-  return sys.spawn<caf::detached>(shared_limiter, std::move(opts), std::move(host), port, db);
+  return sys.spawn<caf::detached>(shared_limiter, std::move(opts), std::move(*co));
 }
 
 } // namespace hotswap

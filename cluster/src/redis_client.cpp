@@ -1,8 +1,10 @@
 #include "hotswap/cluster/redis_client.hpp"
 
 #include <cerrno>
+#include <tuple>
 #include <utility>
 
+#include "hotswap/cluster/redis_registry.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/log.hpp"
 
@@ -25,6 +27,25 @@ std::string reply_string(const redisReply* r) {
 
 bool is_string(const redisReply* r) {
   return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
+}
+
+caf::expected<client_options> options_for(const std::string& url, std::string what,
+                                          std::string log_name,
+                                          std::chrono::milliseconds connect_timeout,
+                                          std::chrono::milliseconds command_timeout) {
+  auto parsed = parse_redis_url(url);
+  if (!parsed)
+    return std::move(parsed.error());
+  if (connect_timeout.count() <= 0 || command_timeout.count() <= 0)
+    return caf::make_error(errc::config_invalid, "Redis timeouts must be positive");
+  client_options co;
+  co.url = url;
+  std::tie(co.host, co.port, co.db) = std::move(*parsed);
+  co.what = std::move(what);
+  co.log_name = std::move(log_name);
+  co.connect_timeout = connect_timeout;
+  co.command_timeout = command_timeout;
+  return co;
 }
 
 client::client(client_options opts) : opts_(std::move(opts)) {

@@ -225,18 +225,9 @@ struct redis_registry_state {
 
 registry_actor::behavior_type
 redis_registry(registry_actor::stateful_pointer<redis_registry_state> self,
-               redis_registry_options opts, std::string host, uint16_t port, int db) {
+               redis_registry_options opts, redis::client_options co) {
   auto& st = self->state;
   st.opts = std::move(opts);
-  redis::client_options co;
-  co.url = st.opts.url;
-  co.host = std::move(host);
-  co.port = port;
-  co.db = db;
-  co.what = "registry";
-  co.log_name = "cluster";
-  co.connect_timeout = st.opts.connect_timeout;
-  co.command_timeout = st.opts.command_timeout;
   // Requests queued behind an unreachable Redis fail at once; after a lost
   // connection the next request reconnects at once.
   co.connect_backoff = st.opts.connect_timeout;
@@ -467,17 +458,15 @@ caf::expected<std::tuple<std::string, uint16_t, int>> parse_redis_url(const std:
 
 caf::expected<registry_actor> spawn_redis_registry(caf::actor_system& sys,
                                                    redis_registry_options opts) {
-  auto parsed = parse_redis_url(opts.url);
-  if (!parsed)
-    return std::move(parsed.error());
+  auto co = redis::options_for(opts.url, "registry", "cluster", opts.connect_timeout,
+                               opts.command_timeout);
+  if (!co)
+    return std::move(co.error());
   if (opts.prefix.empty())
     return caf::make_error(errc::config_invalid, "the Redis key prefix must not be empty");
   if (opts.node_ttl.count() <= 0 || opts.left_marker_ttl.count() <= 0)
     return caf::make_error(errc::config_invalid, "Redis key lifetimes must be positive");
-  if (opts.connect_timeout.count() <= 0 || opts.command_timeout.count() <= 0)
-    return caf::make_error(errc::config_invalid, "Redis timeouts must be positive");
-  auto [host, port, db] = std::move(*parsed);
-  return sys.spawn<caf::detached>(redis_registry, std::move(opts), std::move(host), port, db);
+  return sys.spawn<caf::detached>(redis_registry, std::move(opts), std::move(*co));
 }
 
 } // namespace hotswap

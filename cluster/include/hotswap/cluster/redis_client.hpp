@@ -53,6 +53,15 @@ struct client_options {
   std::chrono::milliseconds io_backoff{0};
 };
 
+/// Options for a client of `url` ("redis://host:port[/db]"), named `what`
+/// in messages and logging to `log_name`; the back-offs stay at their
+/// defaults. Errors (errc::config_invalid) name what is wrong with the URL or
+/// the timeouts.
+caf::expected<client_options> options_for(const std::string& url, std::string what,
+                                          std::string log_name,
+                                          std::chrono::milliseconds connect_timeout,
+                                          std::chrono::milliseconds command_timeout);
+
 class client {
 public:
   explicit client(client_options opts);
