@@ -314,6 +314,16 @@ struct fixture : test_coordinator_fixture<test_config> {
     return ***out;
   }
 
+  /// Nothing is loaded: no module, no library, echo is not found.
+  void check_nothing_loaded() {
+    auto hv = view();
+    CAF_CHECK(hv.modules.empty());
+    CAF_CHECK_EQUAL(hv.loaded_libraries, 0u);
+    auto r = invoke("echo", "x");
+    CAF_REQUIRE(!r);
+    CAF_CHECK_EQUAL(errc_of(r.error()), errc::not_found);
+  }
+
   /// Stages echo 1.0.0 (weight 100) and 2.0.0 (weight 0).
   void stage_both() {
     CAF_REQUIRE(stage("echo", "1.0.0"));
@@ -609,12 +619,7 @@ CAF_TEST(a retire that arrives while its version loads undoes the load) {
   CAF_CHECK(**retired);
   CAF_CHECK_EQUAL(log->loads.size(), 1u);
   CAF_CHECK_EQUAL(log->unloads.size(), 1u);
-  auto hv = view();
-  CAF_CHECK(hv.modules.empty());
-  CAF_CHECK_EQUAL(hv.loaded_libraries, 0u);
-  auto r = invoke("echo", "x");
-  CAF_REQUIRE(!r);
-  CAF_CHECK_EQUAL(errc_of(r.error()), errc::not_found);
+  check_nothing_loaded();
   // Staging it again afterwards loads it normally.
   CAF_CHECK(stage("echo", "1.0.0"));
   CAF_CHECK(invoke("echo", "x"));
@@ -625,12 +630,7 @@ CAF_TEST(a failed load answers the stage with the loader error and leaves no slo
   CAF_REQUIRE(!bad);
   CAF_CHECK_EQUAL(errc_of(bad.error()), errc::invalid_argument);
   CAF_CHECK_EQUAL(error_detail(bad.error()), "bad");
-  auto hv = view();
-  CAF_CHECK(hv.modules.empty());
-  CAF_CHECK_EQUAL(hv.loaded_libraries, 0u);
-  auto r = invoke("echo", "x");
-  CAF_REQUIRE(!r);
-  CAF_CHECK_EQUAL(errc_of(r.error()), errc::not_found);
+  check_nothing_loaded();
   // Next to a loaded version, and again: each attempt asks the loader anew.
   CAF_REQUIRE(stage("echo", "1.0.0"));
   auto again = stage("echo", "9.9.9");

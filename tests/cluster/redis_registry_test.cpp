@@ -28,18 +28,14 @@
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/types.hpp"
 
+#include "test_config.hpp"
+
 using namespace hotswap;
 using namespace std::chrono_literals;
 
 namespace {
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    register_runtime_types(*this);
-    add_message_type<node_info>("node_info");
-    add_message_type<claim_outcome>("claim_outcome");
-  }
-};
+using test_config = test::cluster_test_config;
 
 std::string render(const caf::error& e) {
   return to_string(errc_of(e)) + ": " + error_detail(e);

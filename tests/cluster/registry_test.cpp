@@ -5,17 +5,13 @@
 #include "hotswap/cluster/registry.hpp"
 #include "hotswap/runtime/types.hpp"
 
+#include "test_config.hpp"
+
 using namespace hotswap;
 
 namespace {
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    register_runtime_types(*this);
-    add_message_type<node_info>("node_info");
-    add_message_type<claim_outcome>("claim_outcome");
-  }
-};
+using test_config = test::cluster_test_config;
 
 struct fixture : test_coordinator_fixture<test_config> {
   registry_actor reg;
