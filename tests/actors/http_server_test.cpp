@@ -24,6 +24,8 @@
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/metrics.hpp"
 
+#include "../eventually.hpp"
+
 using namespace hotswap;
 using namespace std::chrono_literals;
 
@@ -39,16 +41,10 @@ using response = http::response<http::string_body>;
 
 constexpr auto deadline = 5s;
 
-/// Polls `pred` until it holds or the deadline passes.
+/// Polls `pred` every millisecond until it holds or the deadline passes.
 template <class Pred>
 bool eventually(Pred pred) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > until)
-      return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
+  return test::eventually(pred, deadline, 1ms);
 }
 
 bool is_hex(const std::string& s, size_t len) {

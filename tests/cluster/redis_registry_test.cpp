@@ -30,6 +30,8 @@
 
 #include "test_config.hpp"
 
+#include "../eventually.hpp"
+
 using namespace hotswap;
 using namespace std::chrono_literals;
 
@@ -166,14 +168,7 @@ private:
 /// Polls `pred` every 20 ms until it holds or 5 s passed.
 template <class Pred>
 bool eventually(Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  for (;;) {
-    if (pred())
-      return true;
-    if (std::chrono::steady_clock::now() >= deadline)
-      return false;
-    std::this_thread::sleep_for(20ms);
-  }
+  return test::eventually(pred, 5s, 20ms);
 }
 
 node_info make_node(const std::string& id) {
