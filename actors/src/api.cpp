@@ -1,5 +1,7 @@
 #include "hotswap/actors/api.hpp"
 
+#include "api_internal.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <deque>
@@ -21,83 +23,7 @@
 
 namespace hotswap {
 
-namespace {
-
-namespace json = boost::json;
-
-// -- per-request context --------------------------------------------------------
-
-struct principal {
-  bool authenticated = false;
-  std::string user_id;
-  std::string username;
-  std::string email;
-  std::string tenant_id;
-  std::vector<std::string> roles;
-  int rank = 0;
-};
-
-struct call {
-  http_exchange_ptr ex;
-  std::chrono::steady_clock::time_point deadline;
-  principal who;
-  std::string client_ip;
-  std::vector<std::string> params;
-  std::vector<std::pair<std::string, std::string>> extra_headers;
-
-  const http_request& req() const {
-    return ex->request();
-  }
-
-  request_ctx ctx() const {
-    return {who.user_id, who.username, who.tenant_id, req().trace_id, client_ip};
-  }
-};
-
-using call_ptr = std::shared_ptr<call>;
-
-struct bridge_state;
-using bridge_ptr = bridge_actor::stateful_pointer<bridge_state>;
-using handler = void (*)(bridge_ptr, const call_ptr&);
-
-struct route {
-  std::string method;
-  std::vector<std::string> segments; ///< "{}" matches one segment
-  std::string name;                  ///< template, the metrics label
-  bool auth = true;
-  int min_rank = 1;                  ///< 1 Viewer, 2 Deployer, 3 Admin
-  bool platform_only = false;        ///< tenant-bound users get 403
-  bool ops = false;                  ///< no rate limit
-  std::string rate_category;         ///< besides "global"
-  handler fn = nullptr;
-};
-
-struct bridge_state {
-  api_env env;
-  size_t next_worker = 0; ///< round robin over other nodes' workers
-  std::vector<route> routes;
-  /// Verified tokens (bounded): skips HMAC and JSON parsing on repeat use.
-  std::unordered_map<std::string, jwt::claims> token_cache;
-  /// Tenant actors for reads, like the cluster router's owner cache: a send
-  /// to an actor that has stopped fails and the entry is dropped.
-  std::unordered_map<std::string, tenant_actor> tenant_cache;
-  /// The current state of token holders (exists, active, roles, tenant),
-  /// re-read from the store at most every user_check_interval: a deleted,
-  /// deactivated or demoted user loses access within that interval, on every
-  /// node, instead of when the token expires.
-  struct user_state {
-    bool exists = false;
-    bool active = false;
-    std::vector<std::string> roles;
-    std::string tenant_id;
-    std::chrono::steady_clock::time_point fetched;
-  };
-  std::unordered_map<std::string, user_state> users;
-  /// Calls in arrival order (so deadlines are ordered) for the deadline sweep.
-  std::deque<std::weak_ptr<call>> in_flight;
-  std::chrono::milliseconds request_timeout{15000};
-  static inline const char* name = "http_bridge";
-};
+namespace api_detail {
 
 std::vector<std::string> split_path(const std::string& path) {
   std::vector<std::string> out;
@@ -128,7 +54,7 @@ void reply_json(const call_ptr& c, int status, std::string body) {
 }
 
 void reply_problem(const call_ptr& c, int status, const std::string& detail,
-                   const field_errors& errors = {}) {
+                   const field_errors& errors) {
   auto title = errors.empty() ? std::string{status_title(status)}
                               : std::string{"One or more validation errors occurred."};
   auto res = problem(status, title, detail, c->req().trace_id, errors);
@@ -198,7 +124,7 @@ std::optional<json::object> parse_object(const call_ptr& c) {
 
 /// Reads an optional string field; a present non-string is a field error.
 bool read_string(const json::object& o, const char* key, std::string& out, field_errors& errs,
-                 bool required = false) {
+                 bool required) {
   auto v = o.if_contains(key);
   if (!v || v->is_null()) {
     if (required)
@@ -1868,6 +1794,10 @@ std::vector<route> make_routes() {
   add("GET", "/api/v1/auditlogs/deployments/{}", get_audit_deployment, true, 3, true);
   add("GET", "/api/v1/auditlogs/approvals/{}", get_audit_approval, true, 3, true);
   add("GET", "/api/v1/auditlogs/authentication/{}", get_audit_authentication, true, 3, true);
+  add_message_routes([&](const char* m, const std::string& p, handler fn, bool auth, int rank,
+                         bool platform_only, std::string category) {
+    add(m, p, fn, auth, rank, platform_only, std::move(category));
+  });
   return rs;
 }
 
@@ -2133,7 +2063,9 @@ bridge_actor::behavior_type bridge(bridge_ptr self, api_env env) {
   };
 }
 
-} // namespace
+} // namespace api_detail
+
+using namespace api_detail;
 
 bridge_actor spawn_bridge(caf::actor_system& sys, api_env env) {
   return sys.spawn(bridge, std::move(env));

@@ -160,6 +160,30 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
   rate_limit_fallbacks_ = counter("hotswap_rate_limit_fallbacks_total",
                                   "Rate limit decisions taken from this node's buckets because "
                                   "the cluster-wide limiter failed");
+  auto gauge = [this](const char* name, const char* help) {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
+  };
+  events_published_ = counter("hotswap_events_published_total",
+                              "Events appended to the event log by this node");
+  events_delivered_ = counter("hotswap_events_delivered_total",
+                              "Events sent to WebSocket subscribers of this node");
+  event_subscribers_ = gauge("hotswap_event_subscribers",
+                             "WebSocket event subscribers connected to this node");
+  slow_subscribers_closed_ = counter("hotswap_event_slow_subscribers_closed_total",
+                                     "Subscribers disconnected because their buffer was full");
+  messages_published_ = counter("hotswap_messages_published_total", "Messages published");
+  messages_delivered_ = counter("hotswap_messages_delivered_total",
+                                "Message deliveries to consumer groups (incl. redeliveries)");
+  messages_acknowledged_ = counter("hotswap_messages_acknowledged_total",
+                                   "Message acknowledgements");
+  messages_redelivered_ = counter("hotswap_messages_redelivered_total",
+                                  "Deliveries after the ack deadline passed");
+  messages_dead_lettered_ = counter("hotswap_messages_dead_lettered_total",
+                                    "Messages moved to <topic>.dlq after max_attempts");
+  messages_expired_ = counter("hotswap_messages_expired_total",
+                              "Messages that expired before delivery");
+  message_consumer_lag_ = gauge("hotswap_message_consumer_lag",
+                                "Deliveries owed to consumer groups (not yet acknowledged)");
 }
 
 prometheus::Counter& node_metrics::approvals(const std::string& decision) {

@@ -128,6 +128,57 @@ CREATE TABLE modules (
 );
 CREATE INDEX modules_name_uploaded ON modules (name, uploaded_at, version);
 )sql"},
+  // Events (the WebSocket stream's log on a single node) and the durable
+  // message queue (runtime/messages.hpp). `seq` orders both.
+  {3, R"sql(
+CREATE TABLE events (
+  seq          bigserial PRIMARY KEY,
+  at           bigint  NOT NULL,
+  type         text    NOT NULL,
+  execution_id text    NOT NULL DEFAULT '',
+  tenant_id    text    NOT NULL DEFAULT '',
+  status       text    NOT NULL DEFAULT '',
+  stage        text    NOT NULL DEFAULT '',
+  progress     integer NOT NULL DEFAULT -1,
+  details      text    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_at ON events (at);
+CREATE TABLE messages (
+  seq             bigserial PRIMARY KEY,
+  id              text    NOT NULL UNIQUE,
+  topic           text    NOT NULL,
+  payload         text    NOT NULL,
+  schema_version  text    NOT NULL DEFAULT '',
+  headers         text    NOT NULL DEFAULT '{}',
+  correlation_id  text    NOT NULL DEFAULT '',
+  priority        integer NOT NULL DEFAULT 0,
+  expires_at      bigint  NOT NULL DEFAULT 0,
+  partition_key   text    NOT NULL DEFAULT '',
+  created_at      bigint  NOT NULL,
+  status          integer NOT NULL DEFAULT 0,
+  acknowledged_at bigint  NOT NULL DEFAULT 0,
+  published_by    text    NOT NULL DEFAULT '',
+  tenant_id       text    NOT NULL DEFAULT ''
+);
+CREATE INDEX messages_topic ON messages (topic, priority DESC, seq);
+CREATE TABLE message_deliveries (
+  message_id   text    NOT NULL,
+  group_name   text    NOT NULL,
+  topic        text    NOT NULL,
+  attempts     integer NOT NULL DEFAULT 0,
+  delivered_at bigint  NOT NULL DEFAULT 0,
+  visible_at   bigint  NOT NULL DEFAULT 0,
+  state        integer NOT NULL DEFAULT 0,
+  PRIMARY KEY (message_id, group_name)
+);
+CREATE INDEX message_deliveries_group ON message_deliveries (topic, group_name, state);
+CREATE TABLE message_groups (
+  topic      text    NOT NULL,
+  group_name text    NOT NULL,
+  created_at bigint  NOT NULL,
+  PRIMARY KEY (topic, group_name)
+);
+)sql"},
 };
 
 /// Serializes migrations of concurrent nodes (pg_advisory_xact_lock key).

@@ -116,9 +116,60 @@ CREATE TABLE modules (
 );
 CREATE INDEX modules_name_uploaded ON modules (name, uploaded_at, version);
 )sql"},
+  // Events (the WebSocket stream's log on a single node) and the durable
+  // message queue (runtime/messages.hpp). `seq` orders both.
+  {3, R"sql(
+CREATE TABLE events (
+  seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+  at           INTEGER NOT NULL,
+  type         TEXT    NOT NULL,
+  execution_id TEXT    NOT NULL DEFAULT '',
+  tenant_id    TEXT    NOT NULL DEFAULT '',
+  status       TEXT    NOT NULL DEFAULT '',
+  stage        TEXT    NOT NULL DEFAULT '',
+  progress     INTEGER NOT NULL DEFAULT -1,
+  details      TEXT    NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_at ON events (at);
+CREATE TABLE messages (
+  seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+  id              TEXT    NOT NULL UNIQUE,
+  topic           TEXT    NOT NULL,
+  payload         TEXT    NOT NULL,
+  schema_version  TEXT    NOT NULL DEFAULT '',
+  headers         TEXT    NOT NULL DEFAULT '{}',
+  correlation_id  TEXT    NOT NULL DEFAULT '',
+  priority        INTEGER NOT NULL DEFAULT 0,
+  expires_at      INTEGER NOT NULL DEFAULT 0,
+  partition_key   TEXT    NOT NULL DEFAULT '',
+  created_at      INTEGER NOT NULL,
+  status          INTEGER NOT NULL DEFAULT 0,
+  acknowledged_at INTEGER NOT NULL DEFAULT 0,
+  published_by    TEXT    NOT NULL DEFAULT '',
+  tenant_id       TEXT    NOT NULL DEFAULT ''
+);
+CREATE INDEX messages_topic ON messages (topic, priority DESC, seq);
+CREATE TABLE message_deliveries (
+  message_id   TEXT    NOT NULL,
+  group_name   TEXT    NOT NULL,
+  topic        TEXT    NOT NULL,
+  attempts     INTEGER NOT NULL DEFAULT 0,
+  delivered_at INTEGER NOT NULL DEFAULT 0,
+  visible_at   INTEGER NOT NULL DEFAULT 0,
+  state        INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (message_id, group_name)
+);
+CREATE INDEX message_deliveries_group ON message_deliveries (topic, group_name, state);
+CREATE TABLE message_groups (
+  topic      TEXT    NOT NULL,
+  group_name TEXT    NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (topic, group_name)
+);
+)sql"},
 };
 
-constexpr int latest_version = 2;
+constexpr int latest_version = 3;
 
 constexpr const char* snapshot_cols
   = "kind, id, tenant_id, status, COALESCE(unique_key, ''), owner_node, epoch, seq, "
@@ -1117,7 +1168,7 @@ private:
 } // namespace
 
 caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path) {
-  static_assert(latest_version == 2, "update sqlite_migrations");
+  static_assert(latest_version == 3, "update sqlite_migrations");
   if (path != ":memory:") {
     std::error_code ec;
     auto parent = std::filesystem::path{path}.parent_path();

@@ -6,6 +6,8 @@
 #include "caf/message.hpp"
 
 #include "hotswap/runtime/errc.hpp"
+#include "hotswap/runtime/events.hpp"
+#include "hotswap/runtime/messages.hpp"
 #include "hotswap/runtime/records.hpp"
 
 namespace hotswap {
@@ -20,6 +22,12 @@ void register_runtime_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<claim_result>("claim_result");
   cfg.add_message_type<module_record>("module_record");
   cfg.add_message_type<module_put_result>("module_put_result");
+  cfg.add_message_type<event_record>("event_record");
+  cfg.add_message_type<std::vector<event_record>>("std::vector<event_record>");
+  cfg.add_message_type<message_record>("message_record");
+  cfg.add_message_type<std::vector<message_record>>("std::vector<message_record>");
+  cfg.add_message_type<message_policy>("message_policy");
+  cfg.add_message_type<consume_result>("consume_result");
   cfg.add_error_category(caf::atom("hotswap"),
                          [](uint8_t code, caf::atom_value, const caf::message& ctx) {
                            std::string out = "hotswap: ";

@@ -124,6 +124,60 @@ public:
     return *rate_limit_fallbacks_;
   }
 
+  // -- events and messages (#6) -------------------------------------------------
+
+  /// Events appended to the event log by this node.
+  prometheus::Counter& events_published() {
+    return *events_published_;
+  }
+
+  /// Events sent to WebSocket subscribers of this node.
+  prometheus::Counter& events_delivered() {
+    return *events_delivered_;
+  }
+
+  /// WebSocket subscribers connected to this node.
+  prometheus::Gauge& event_subscribers() {
+    return *event_subscribers_;
+  }
+
+  /// Subscribers disconnected because their send buffer was full.
+  prometheus::Counter& slow_subscribers_closed() {
+    return *slow_subscribers_closed_;
+  }
+
+  prometheus::Counter& messages_published() {
+    return *messages_published_;
+  }
+
+  /// Message deliveries to consumers (first deliveries and redeliveries).
+  prometheus::Counter& messages_delivered() {
+    return *messages_delivered_;
+  }
+
+  prometheus::Counter& messages_acknowledged() {
+    return *messages_acknowledged_;
+  }
+
+  /// Deliveries after the first (ack deadline passed).
+  prometheus::Counter& messages_redelivered() {
+    return *messages_redelivered_;
+  }
+
+  /// Messages moved to "<topic>.dlq" after max_attempts.
+  prometheus::Counter& messages_dead_lettered() {
+    return *messages_dead_lettered_;
+  }
+
+  prometheus::Counter& messages_expired() {
+    return *messages_expired_;
+  }
+
+  /// Deliveries owed to consumer groups (not yet acknowledged), as last measured.
+  prometheus::Gauge& message_consumer_lag() {
+    return *message_consumer_lag_;
+  }
+
 private:
   /// Metric handles per (method, route): prometheus-cpp's Family::Add hashes
   /// a label map under a lock on every call; this cache makes the per-request
@@ -158,6 +212,17 @@ private:
   prometheus::Histogram* deployment_duration_;
   prometheus::Family<prometheus::Counter>* approvals_;
   prometheus::Counter* rate_limit_fallbacks_;
+  prometheus::Counter* events_published_;
+  prometheus::Counter* events_delivered_;
+  prometheus::Gauge* event_subscribers_;
+  prometheus::Counter* slow_subscribers_closed_;
+  prometheus::Counter* messages_published_;
+  prometheus::Counter* messages_delivered_;
+  prometheus::Counter* messages_acknowledged_;
+  prometheus::Counter* messages_redelivered_;
+  prometheus::Counter* messages_dead_lettered_;
+  prometheus::Counter* messages_expired_;
+  prometheus::Gauge* message_consumer_lag_;
 };
 
 } // namespace hotswap
