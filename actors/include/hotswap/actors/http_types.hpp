@@ -4,6 +4,7 @@
 // bridge actor that routes requests to actors (api.hpp).
 
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -14,6 +15,8 @@
 #include <vector>
 
 namespace hotswap {
+
+class ws_handler;
 
 struct http_request {
   std::string method;                   ///< "GET", "POST", ...
@@ -26,6 +29,9 @@ struct http_request {
   std::string request_id;               ///< X-Request-Id (incoming, or generated)
   std::string trace_id;                 ///< W3C traceparent trace id (incoming, or generated)
   bool tls = false;
+  /// A WebSocket opening handshake (GET with Upgrade: websocket, version 13):
+  /// the handler may answer with http_response::upgrade set.
+  bool websocket = false;
 
   /// Value of header `name` (lower-case), or empty.
   std::string header(std::string_view name) const;
@@ -37,6 +43,44 @@ struct http_response {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   bool close = false;                   ///< send Connection: close and close after writing
+  /// Accepts a WebSocket opening handshake (request.websocket): the server
+  /// completes the handshake (101) instead of writing this response, then
+  /// drives `upgrade` with the connection. Ignored (500) for other requests.
+  std::shared_ptr<ws_handler> upgrade;
+};
+
+/// A WebSocket connection accepted by the server. Thread-safe; never blocks.
+class ws_connection {
+public:
+  virtual ~ws_connection() = default;
+
+  /// Queues one text message. Returns false after close, and when the send
+  /// buffer is full: the server then closes the connection with 1008 and a
+  /// reason saying the client is too slow (it never grows without bound).
+  virtual bool send(std::string text) = 0;
+
+  /// Sends a close frame with `code` and `reason` after the queued
+  /// messages, then closes. Idempotent.
+  virtual void close(uint16_t code, std::string reason) = 0;
+};
+
+using ws_connection_ptr = std::shared_ptr<ws_connection>;
+
+/// The application side of one WebSocket (given in http_response::upgrade).
+/// Called on io threads, one call at a time per connection; must not block.
+class ws_handler {
+public:
+  virtual ~ws_handler() = default;
+
+  /// Once, after the handshake completed.
+  virtual void on_open(ws_connection_ptr conn) = 0;
+
+  /// Each text message from the client, in order.
+  virtual void on_text(std::string text) = 0;
+
+  /// Once, when the connection ended for any reason (after on_open; also
+  /// when the handshake failed, with code 1006).
+  virtual void on_close(uint16_t code, std::string reason) = 0;
 };
 
 /// One request in flight. The server creates it on an io thread; whoever
