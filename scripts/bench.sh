@@ -10,6 +10,8 @@
 #   5. cluster failover: kill -9 / SIGTERM of a deployment's owner to its next
 #      persisted transition on a survivor, and commands to remote-owned vs
 #      local entities (bench/failover_bench.py, three nodes on PostgreSQL + Redis)
+#   6. messages publish / consume+ack vs GET /health, and event fan-out latency
+#      to 100 WebSocket subscribers vs one (bench/events_bench.py, one node on SQLite)
 # Starts a private PostgreSQL (scripts/services.sh) and a node on a free port,
 # stops both at the end. Usage: scripts/bench.sh [build dir]
 set -euo pipefail
@@ -67,3 +69,5 @@ echo "== deployments: Direct through the deployment host vs raw worker commands"
 echo "== cluster failover: kill -9 / SIGTERM of the owner; remote vs local commands"
 HOTSWAPD="$build/tools/hotswapd" HOTSWAP_MODULES_DIR="$build/examples/modules" \
   python3 bench/failover_bench.py --kills 20 --terms 5 --commands 400
+echo "== events and messages: publish / consume+ack vs GET /health; fan-out to 100 subscribers vs 1"
+HOTSWAPD="$build/tools/hotswapd" python3 bench/events_bench.py -n 5000 -c 4 -s 100 -e 200

@@ -1794,6 +1794,7 @@ std::vector<route> make_routes() {
   add("GET", "/api/v1/auditlogs/deployments/{}", get_audit_deployment, true, 3, true);
   add("GET", "/api/v1/auditlogs/approvals/{}", get_audit_approval, true, 3, true);
   add("GET", "/api/v1/auditlogs/authentication/{}", get_audit_authentication, true, 3, true);
+  add_event_routes(rs);
   add_message_routes([&](const char* m, const std::string& p, handler fn, bool auth, int rank,
                          bool platform_only, std::string category) {
     add(m, p, fn, auth, rank, platform_only, std::move(category));
@@ -1981,6 +1982,11 @@ void handle(bridge_ptr self, http_exchange_ptr ex) {
   std::string auth_failure;
   if (found->auth) {
     auto h = req.header("authorization");
+    if (h.empty() && found->query_token) {
+      auto q = req.query.find("access_token");
+      if (q != req.query.end())
+        h = "Bearer " + q->second;
+    }
     if (h.size() > 7 && lower(h.substr(0, 7)) == "bearer ") {
       auto claims = verify_token(self, h.substr(7));
       if (claims) {

@@ -71,6 +71,7 @@ struct route {
   bool platform_only = false;        ///< tenant-bound users get 403
   bool ops = false;                  ///< no rate limit
   std::string rate_category;         ///< besides "global"
+  bool query_token = false;          ///< the token may come as ?access_token= (WebSocket)
   handler fn = nullptr;
 };
 
@@ -132,6 +133,9 @@ caf::infinite_t timeout_of(bridge_ptr);
 using route_adder = std::function<void(const char* method, const std::string& path, handler fn,
                                        bool auth, int rank, bool platform_only,
                                        std::string category)>;
+
+/// The event stream over WebSocket (api_events.cpp).
+void add_event_routes(std::vector<route>& rs);
 
 /// The Messages API (api_messages.cpp).
 void add_message_routes(const route_adder& add);

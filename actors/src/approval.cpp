@@ -4,7 +4,11 @@
 
 #include "hotswap/actors/approval.hpp"
 
+#include "hotswap/actors/events.hpp"
+
 #include <algorithm>
+
+#include <boost/json.hpp>
 #include <functional>
 
 #include <spdlog/spdlog.h>
@@ -126,6 +130,28 @@ audit_event make_audit(approval_ptr self, const approval& next, const std::strin
   return ev;
 }
 
+/// The event of an approval transition: ApprovalRequested, or ApprovalDecided
+/// (approved, rejected, expired), keyed by the deployment's execution id.
+event_record approval_event(const approval& a, const std::string& action,
+                            const std::string& message) {
+  event_record ev;
+  ev.type = action == "ApprovalRequested" ? "ApprovalRequested" : "ApprovalDecided";
+  ev.execution_id = a.execution_id;
+  ev.tenant_id = a.tenant_id;
+  ev.status = a.status;
+  ev.stage = "Approval";
+  boost::json::object d;
+  d["action"] = action;
+  d["message"] = message;
+  d["module"] = a.module_name;
+  d["environment"] = a.environment;
+  d["requestedBy"] = a.requested_by;
+  if (!a.responded_by.empty())
+    d["respondedBy"] = a.responded_by;
+  ev.details = boost::json::serialize(d);
+  return ev;
+}
+
 /// Writes `next` with its audit event at the owner's epoch; adopts it and
 /// calls `done` only once the write is decided. `await` keeps later commands
 /// (and the timer) queued meanwhile, so transitions apply one at a time.
@@ -145,6 +171,7 @@ void persist(approval_ptr self, approval next, const std::string& action, const 
   self->request(self->state.env.store, self->state.env.call_timeout, put_atom::value, snap, ev)
     .await(
       [=](int64_t) {
+        publish_event(self, approval_event(next, action, ev.message));
         self->state.current = next;
         self->state.exists = true;
         control_log()->info("[A:{} e{}] {} -> {}", self->state.id, self->state.epoch, action,

@@ -11,6 +11,7 @@
 #include "caf/typed_event_based_actor.hpp"
 
 #include "hotswap/actors/deployment_state.hpp"
+#include "hotswap/actors/events.hpp"
 #include "hotswap/actors/json_util.hpp"
 #include "hotswap/runtime/crypto.hpp"
 #include "hotswap/runtime/errc.hpp"
@@ -92,6 +93,65 @@ void set_stage(deployment& d, const std::string& prefix, const std::string& stat
 
 void advance(dep_ptr self);
 
+/// The stage a client should show: the one running, else the last one that
+/// left Pending.
+std::string current_stage(const deployment& d) {
+  std::string last;
+  for (auto& s : d.stages) {
+    if (s.status == "Running" || s.status == "WaitingForApproval")
+      return s.name;
+    if (s.status != "Pending")
+      last = s.name;
+  }
+  return last;
+}
+
+/// Overall progress 0-100 over the plan (100 once Succeeded).
+int32_t overall_progress(const deployment& d) {
+  if (d.status == "Succeeded")
+    return 100;
+  if (d.plan.empty())
+    return 0;
+  auto done = std::min<size_t>(static_cast<size_t>(std::max(d.cursor, 0)), d.plan.size());
+  return static_cast<int32_t>(done * 100 / d.plan.size());
+}
+
+/// The events of one durable transition from `prev` to `next` (api-v1.md,
+/// "Events"): a status change, a finished step, a finished rollback.
+void publish_transition(dep_ptr self, const deployment* prev, const deployment& next,
+                        const std::string& action, const std::string& message) {
+  auto& st = self->state;
+  auto make = [&](const char* type) {
+    event_record ev;
+    ev.type = type;
+    ev.execution_id = st.id;
+    ev.tenant_id = next.tenant_id;
+    ev.status = next.status;
+    ev.stage = current_stage(next);
+    ev.progress = overall_progress(next);
+    json::object detail;
+    detail["action"] = action;
+    detail["message"] = message;
+    detail["module"] = next.module_name;
+    detail["version"] = next.version;
+    detail["environment"] = next.environment;
+    detail["strategy"] = to_string(next.strategy);
+    detail["step"] = next.cursor;
+    detail["steps"] = static_cast<int64_t>(next.plan.size());
+    detail["node"] = st.env.host.node_id;
+    if (prev != nullptr && prev->status != next.status)
+      detail["previousStatus"] = prev->status;
+    ev.details = json::serialize(detail);
+    return ev;
+  };
+  if (prev == nullptr || prev->status != next.status)
+    publish_event(self, make("DeploymentStatusChanged"));
+  if (action == "DeploymentStepDone" || action == "RollbackStepDone")
+    publish_event(self, make("DeploymentProgress"));
+  if (next.status == "RolledBack" && (prev == nullptr || prev->status != "RolledBack"))
+    publish_event(self, make("DeploymentRolledBack"));
+}
+
 /// Persists `next` with an audit event, adopts it, then runs `cont`. On a
 /// store failure the actor keeps its last durable state and retries from it;
 /// when fenced it stops (another owner has it).
@@ -135,6 +195,7 @@ void persist(dep_ptr self, deployment next, const std::string& action, const std
       [=](int64_t) {
         auto& st = self->state;
         st.busy = false;
+        publish_transition(self, st.exists ? &st.d : nullptr, next, action, message);
         st.d = next;
         st.exists = true;
         dlog()->info("{} {}: {}", tag(st), action, message);

@@ -14,6 +14,13 @@
 //   every socket is destroyed while its io_context still exists.
 // - A responder holds a weak reference to its session: a late response for a
 //   connection that died is dropped.
+// - WebSockets: a response with `upgrade` moves the session's socket into a
+//   `ws_session`, which the core's WebSocket registry holds like a session
+//   until it ends. The `ws_connection` handed to the application holds the
+//   ws_session only weakly and passes the same life gate as a responder, so
+//   an application may keep it after stop() without keeping a socket alive.
+//   Every ws_handler the server is given gets on_close() exactly once, also
+//   when its handshake never happened.
 
 #include "hotswap/actors/http_server.hpp"
 
@@ -21,6 +28,7 @@
 #include <array>
 #include <atomic>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -36,6 +44,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -50,6 +59,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
 
@@ -57,6 +67,13 @@ constexpr uint32_t header_limit_bytes = 16 * 1024;
 constexpr std::chrono::seconds linger_timeout{3};
 constexpr std::chrono::milliseconds accept_backoff{50};
 constexpr size_t read_chunk = 8 * 1024;
+/// How long a WebSocket close may take (waiting for the write in progress,
+/// then for the client's close frame) before the socket is torn down.
+constexpr std::chrono::seconds ws_close_timeout{5};
+/// The same during stop(), which joins the io threads behind it.
+constexpr std::chrono::seconds ws_stop_timeout{1};
+/// A close frame's reason is at most 123 bytes.
+constexpr size_t ws_max_reason_bytes = 123;
 
 // -- ids ---------------------------------------------------------------------
 
@@ -204,7 +221,64 @@ std::shared_ptr<spdlog::logger> http_logger() {
   return log;
 }
 
+/// The headers the server puts on every response (and on the 101 of a
+/// WebSocket handshake).
+void set_standard_headers(http::fields& f, bool tls, const std::string& request_id) {
+  f.set("X-Content-Type-Options", "nosniff");
+  f.set(http::field::x_frame_options, "DENY");
+  f.set("Referrer-Policy", "no-referrer");
+  f.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+  f.set("Permissions-Policy", "geolocation=(), camera=(), microphone=()");
+  // Everything this server answers is dynamic API or operations data;
+  // a handler may set its own Cache-Control.
+  f.set(http::field::cache_control, "no-store");
+  if (tls)
+    f.set(http::field::strict_transport_security, "max-age=31536000; includeSubDomains");
+  f.set("X-Request-Id", request_id);
+}
+
+/// Whether a handler may set header `name`: the server owns framing and
+/// connection management (and, for a 101, the handshake fields).
+bool handler_header_allowed(const std::string& name, const std::string& value, bool upgrade) {
+  if (name.empty() || !safe_header_value(name) || !safe_header_value(value))
+    return false;
+  auto f = http::string_to_field(name);
+  if (f == http::field::server || f == http::field::connection
+      || f == http::field::content_length || f == http::field::transfer_encoding)
+    return false;
+  return !upgrade || (f != http::field::upgrade && f != http::field::sec_websocket_accept);
+}
+
+/// `s` cut to a close frame's reason limit, without splitting a UTF-8
+/// sequence.
+std::string clip_reason(std::string s) {
+  if (s.size() <= ws_max_reason_bytes)
+    return s;
+  auto n = ws_max_reason_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
+    --n; // s[n] continues a sequence that starts before the cut
+  s.resize(n);
+  return s;
+}
+
+/// Close codes an endpoint may put in a close frame (RFC 6455 7.4).
+bool sendable_close_code(uint16_t code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014)
+         || (code >= 3000 && code <= 4999);
+}
+
+/// Ends a ws_handler whose connection never opened (code 1006).
+void end_unopened(const std::shared_ptr<ws_handler>& handler, const std::string& reason,
+                  spdlog::logger& log, const std::string& request_id) {
+  try {
+    handler->on_close(1006, reason);
+  } catch (const std::exception& e) {
+    log.error("[R:{}] ws_handler::on_close threw: {}", request_id, e.what());
+  }
+}
+
 class session;
+class ws_session;
 
 // -- shared state ----------------------------------------------------------------
 
@@ -228,6 +302,34 @@ struct server_core {
   std::mutex sessions_mu;
   bool closing = false; ///< set by stop(): no new sessions register
   std::unordered_map<session*, std::shared_ptr<session>> sessions;
+  std::unordered_map<ws_session*, std::shared_ptr<ws_session>> websockets;
+
+  bool add_websocket(const std::shared_ptr<ws_session>& s) {
+    std::lock_guard<std::mutex> guard{sessions_mu};
+    if (closing)
+      return false;
+    websockets.emplace(s.get(), s);
+    return true;
+  }
+
+  void remove_websocket(ws_session* s) {
+    std::shared_ptr<ws_session> keep; // destroyed after the lock is released
+    std::lock_guard<std::mutex> guard{sessions_mu};
+    auto i = websockets.find(s);
+    if (i != websockets.end()) {
+      keep = std::move(i->second);
+      websockets.erase(i);
+    }
+  }
+
+  std::vector<std::shared_ptr<ws_session>> open_websockets() {
+    std::lock_guard<std::mutex> guard{sessions_mu};
+    std::vector<std::shared_ptr<ws_session>> out;
+    out.reserve(websockets.size());
+    for (auto& kv : websockets)
+      out.push_back(kv.second);
+    return out;
+  }
 
   bool add_session(const std::shared_ptr<session>& s) {
     std::lock_guard<std::mutex> guard{sessions_mu};
@@ -268,12 +370,372 @@ struct request_meta {
   clock_type::time_point started = clock_type::now();
 };
 
+// -- websockets ------------------------------------------------------------------
+
+/// The application's handle on a WebSocket. Holds the connection weakly and
+/// passes the life gate of server_core, so it may outlive the server.
+class ws_conn final : public ws_connection {
+public:
+  ws_conn(std::shared_ptr<server_core> core, std::weak_ptr<ws_session> s)
+    : core_(std::move(core)), session_(std::move(s)) {
+  }
+
+  bool send(std::string text) override;
+
+  void close(uint16_t code, std::string reason) override;
+
+private:
+  std::shared_ptr<server_core> core_;
+  std::weak_ptr<ws_session> session_;
+};
+
+/// One accepted WebSocket. Everything but the send buffer lives on the
+/// connection's strand; the send buffer (`out_mu_`) is shared with the
+/// threads that call ws_connection::send/close. One write at a time; the
+/// close frame goes out once the buffer is empty; a read is always pending
+/// from the handshake to the end, and its end (or a close timeout) ends the
+/// connection.
+class ws_session : public std::enable_shared_from_this<ws_session> {
+public:
+  using stream_type = websocket::stream<beast::tcp_stream>;
+  using executor_type = stream_type::executor_type;
+
+  ws_session(tcp::socket&& socket, std::shared_ptr<server_core> core,
+             std::shared_ptr<ws_handler> handler, std::string request_id, std::string peer)
+    : ws_(std::move(socket)), ex_(ws_.get_executor()), close_timer_(ex_), core_(std::move(core)),
+      handler_(std::move(handler)), request_id_(std::move(request_id)), peer_(std::move(peer)) {
+  }
+
+  /// Answers the handshake `req` with 101 plus the standard headers and
+  /// the handler's `headers` (on the strand).
+  void start(http::request<http::string_body> req,
+             std::vector<std::pair<std::string, std::string>> headers) {
+    req_ = std::move(req);
+    if (!core_->add_websocket(shared_from_this())) {
+      finish(1006, "server stopping"); // stop() is running: no handshake
+      return;
+    }
+    if (core_->draining.load())
+      request_close(1001, "server shutting down", false, ws_close_timeout);
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.set_option(websocket::stream_base::decorator(
+      [tls = core_->opts.tls, rid = request_id_,
+       headers = std::move(headers)](websocket::response_type& res) {
+        set_standard_headers(res, tls, rid);
+        for (const auto& [name, value] : headers)
+          if (handler_header_allowed(name, value, true))
+            res.set(name, value);
+        // Beast names itself (with its version) in a Server field unless
+        // one is present: present, but empty.
+        res.set(http::field::server, "");
+      }));
+    ws_.read_message_max(core_->opts.ws_max_message_bytes);
+    ws_.async_accept(req_, [self = shared_from_this()](beast::error_code ec) {
+      self->on_accept(ec);
+    });
+  }
+
+  /// Queues one text message (any thread); see ws_connection::send.
+  bool enqueue(std::string text) {
+    const auto& opts = core_->opts;
+    bool kick = false;
+    std::string overflow;
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      if (close_requested_)
+        return false;
+      auto messages = queue_.size() + (writing_out_ ? 1 : 0);
+      auto bytes = queued_bytes_ + writing_bytes_;
+      if (messages >= opts.ws_max_queued_messages) {
+        overflow = "client too slow: send buffer of " + std::to_string(opts.ws_max_queued_messages)
+                   + " messages full";
+      } else if (text.size() > opts.ws_max_queued_bytes
+                 || bytes > opts.ws_max_queued_bytes - text.size()) {
+        overflow = "client too slow: send buffer of " + std::to_string(opts.ws_max_queued_bytes)
+                   + " bytes full";
+      } else {
+        queued_bytes_ += text.size();
+        queue_.push_back(std::move(text));
+        kick = !kick_pending_;
+        kick_pending_ = true;
+      }
+      if (!overflow.empty())
+        mark_close_locked(1008, overflow, true);
+    }
+    if (!overflow.empty()) {
+      core_->log->info("[R:{}] websocket from {} closing: {}", request_id_, peer_, overflow);
+      asio::post(ex_, [self = shared_from_this()] { self->on_close_requested(ws_close_timeout); });
+      return false;
+    }
+    if (kick)
+      asio::post(ex_, [self = shared_from_this()] { self->pump(); });
+    return true;
+  }
+
+  /// Closes with `code` and `reason` (any thread; the first request wins).
+  /// `drop_queued`: unsent messages are discarded instead of sent first.
+  /// After `timeout` the socket is torn down whatever the client does.
+  void request_close(uint16_t code, std::string reason, bool drop_queued,
+                     std::chrono::milliseconds timeout) {
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      mark_close_locked(code, std::move(reason), drop_queued);
+    }
+    asio::post(ex_, [self = shared_from_this(), timeout] { self->on_close_requested(timeout); });
+  }
+
+private:
+  void mark_close_locked(uint16_t code, std::string reason, bool drop_queued) {
+    if (!close_requested_) {
+      close_requested_ = true;
+      close_code_ = code;
+      close_reason_ = clip_reason(std::move(reason));
+    }
+    if (drop_queued) {
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+  }
+
+  /// The code and reason to report: those of the close the server asked
+  /// for, else the given ones.
+  std::pair<uint16_t, std::string> ours_or(uint16_t code, std::string reason) {
+    std::lock_guard<std::mutex> guard{out_mu_};
+    if (close_requested_)
+      return {close_code_, close_reason_};
+    return {code, std::move(reason)};
+  }
+
+  void on_accept(beast::error_code ec) {
+    if (finished_)
+      return;
+    if (ec) {
+      finish(1006, "WebSocket handshake failed: " + ec.message());
+      return;
+    }
+    opened_ = true;
+    ws_.text(true);
+    core_->log->debug("[R:{}] websocket open from {}", request_id_, peer_);
+    auto conn = std::make_shared<ws_conn>(core_, weak_from_this());
+    call_handler("on_open", [&] { handler_->on_open(std::move(conn)); });
+    read();
+    pump();
+  }
+
+  /// Runs a handler callback; one that throws closes the connection with
+  /// 1011.
+  template <class F>
+  void call_handler(const char* what, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      core_->log->error("[R:{}] ws_handler::{} threw: {}", request_id_, what, e.what());
+      request_close(1011, "internal error", false, ws_close_timeout);
+    }
+  }
+
+  // -- reading ---------------------------------------------------------------
+
+  void read() {
+    ws_.async_read(rbuf_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (finished_)
+      return;
+    if (ec) {
+      uint16_t code = 1006;
+      std::string reason = ec.message();
+      if (ec == websocket::error::closed) {
+        const auto& peer = ws_.reason();
+        code = peer.code == websocket::close_code::none ? uint16_t{1005} : peer.code;
+        reason.assign(peer.reason.data(), peer.reason.size());
+      } else if (ec == websocket::error::message_too_big) {
+        code = 1009; // Beast sent that close frame
+        reason = "message too big";
+      }
+      auto [c, r] = ours_or(code, std::move(reason));
+      finish(c, std::move(r));
+      return;
+    }
+    if (!ws_.got_text()) {
+      rbuf_.clear();
+      request_close(1003, "binary messages are not supported", false, ws_close_timeout);
+      read();
+      return;
+    }
+    auto text = beast::buffers_to_string(rbuf_.data());
+    rbuf_.clear();
+    bool closing = false;
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      closing = close_requested_;
+    }
+    if (!closing)
+      call_handler("on_text", [&] { handler_->on_text(std::move(text)); });
+    read();
+  }
+
+  // -- writing ---------------------------------------------------------------
+
+  void on_close_requested(std::chrono::milliseconds timeout) {
+    if (finished_)
+      return;
+    auto deadline = clock_type::now() + timeout;
+    if (!close_deadline_ || deadline < *close_deadline_) {
+      close_deadline_ = deadline;
+      close_timer_.expires_at(deadline);
+      close_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (ec == asio::error::operation_aborted || self->finished_)
+          return;
+        self->core_->log->debug("[R:{}] websocket close timed out; dropping the connection",
+                                self->request_id_);
+        auto [c, r] = self->ours_or(1006, "close timed out");
+        self->finish(c, std::move(r));
+      });
+    }
+    pump();
+  }
+
+  /// Starts the next write, or the close once the buffer is empty.
+  void pump() {
+    uint16_t code = 0;
+    std::string reason;
+    bool close = false;
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      kick_pending_ = false;
+      if (finished_ || !opened_ || writing_out_ || closing_started_)
+        return;
+      if (!queue_.empty()) {
+        current_ = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= current_.size();
+        writing_out_ = true;
+        writing_bytes_ = current_.size();
+      } else if (close_requested_) {
+        closing_started_ = true;
+        close = true;
+        code = close_code_;
+        reason = close_reason_;
+      } else {
+        return;
+      }
+    }
+    if (close) {
+      websocket::close_reason cr{code};
+      cr.reason.assign(reason.data(), reason.size());
+      ws_.async_close(cr, [self = shared_from_this()](beast::error_code ec) {
+        if (self->finished_)
+          return;
+        auto [c, r] = self->ours_or(1006, ec ? ec.message() : std::string{});
+        self->finish(c, std::move(r));
+      });
+      return;
+    }
+    ws_.async_write(asio::buffer(current_), [self = shared_from_this()](beast::error_code ec,
+                                                                        size_t) {
+      self->on_write(ec);
+    });
+  }
+
+  void on_write(beast::error_code ec) {
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      writing_out_ = false;
+      writing_bytes_ = 0;
+    }
+    std::string{}.swap(current_); // frees a large message now
+    if (finished_)
+      return;
+    if (ec) {
+      auto [c, r] = ours_or(1006, "write failed: " + ec.message());
+      finish(c, std::move(r));
+      return;
+    }
+    pump();
+  }
+
+  // -- the end ---------------------------------------------------------------
+
+  /// Ends the connection and reports it to the handler, once.
+  void finish(uint16_t code, std::string reason) {
+    if (finished_)
+      return;
+    finished_ = true;
+    {
+      std::lock_guard<std::mutex> guard{out_mu_};
+      close_requested_ = true; // send() returns false from now on
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+    close_timer_.cancel();
+    beast::get_lowest_layer(ws_).close();
+    core_->remove_websocket(this);
+    core_->log->debug("[R:{}] websocket from {} closed: {} {}", request_id_, peer_, code, reason);
+    auto handler = std::move(handler_);
+    try {
+      handler->on_close(code, std::move(reason));
+    } catch (const std::exception& e) {
+      core_->log->error("[R:{}] ws_handler::on_close threw: {}", request_id_, e.what());
+    }
+  }
+
+  stream_type ws_;
+  const executor_type ex_;
+  asio::steady_timer close_timer_;
+  std::shared_ptr<server_core> core_;
+  std::shared_ptr<ws_handler> handler_;
+  const std::string request_id_;
+  const std::string peer_;
+  http::request<http::string_body> req_;
+  beast::flat_buffer rbuf_;
+  std::string current_; ///< the message being written
+  std::optional<clock_type::time_point> close_deadline_;
+  bool opened_ = false;
+  bool finished_ = false;
+
+  // The send buffer, shared with the callers of ws_connection.
+  std::mutex out_mu_;
+  std::deque<std::string> queue_;
+  uint64_t queued_bytes_ = 0;
+  bool writing_out_ = false;
+  uint64_t writing_bytes_ = 0;
+  bool kick_pending_ = false;
+  bool close_requested_ = false;
+  bool closing_started_ = false;
+  uint16_t close_code_ = 1000;
+  std::string close_reason_;
+};
+
+bool ws_conn::send(std::string text) {
+  std::shared_lock<std::shared_mutex> guard{core_->life_mu};
+  if (core_->stopped)
+    return false;
+  auto s = session_.lock();
+  return s && s->enqueue(std::move(text));
+}
+
+void ws_conn::close(uint16_t code, std::string reason) {
+  if (!sendable_close_code(code)) {
+    core_->log->error("websocket close code {} cannot be sent; using 1011", code);
+    code = 1011;
+  }
+  std::shared_lock<std::shared_mutex> guard{core_->life_mu};
+  if (core_->stopped)
+    return;
+  if (auto s = session_.lock())
+    s->request_close(code, std::move(reason), false, ws_close_timeout);
+}
+
 // -- the connection ------------------------------------------------------------------
 
 class session : public std::enable_shared_from_this<session> {
 public:
   session(tcp::socket&& socket, std::shared_ptr<server_core> core)
-    : stream_(std::move(socket)), core_(std::move(core)) {
+    : stream_(std::move(socket)), ex_(stream_.get_executor()), core_(std::move(core)) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec)
@@ -282,8 +744,9 @@ public:
 
   using executor_type = beast::tcp_stream::executor_type;
 
-  executor_type executor() {
-    return stream_.get_executor();
+  /// Still valid after the socket moved to a ws_session.
+  executor_type executor() const {
+    return ex_;
   }
 
   void start() {
@@ -299,13 +762,32 @@ public:
     core_->remove_session(this);
   }
 
-  /// Writes the response to the dispatched request (on the strand).
+  /// Writes the response to the dispatched request, or completes the
+  /// WebSocket handshake it accepts (on the strand).
   void deliver(http_response res) {
     if (closed_ || !awaiting_) {
       core_->log->debug("[R:{}] response dropped: connection closed", meta_.request_id);
+      if (res.upgrade)
+        end_unopened(res.upgrade, "connection closed before the WebSocket handshake", *core_->log,
+                     meta_.request_id);
       return;
     }
     awaiting_ = false;
+    if (res.upgrade) {
+      if (!upgrade_req_) {
+        core_->log->error("[R:{} T:{}] upgrade answered to a request that is not a WebSocket "
+                          "handshake; sending 500",
+                          meta_.request_id, meta_.trace_id);
+        end_unopened(res.upgrade, "not a WebSocket handshake", *core_->log, meta_.request_id);
+        write_response(problem(500, "Internal Server Error",
+                               "The request is not a WebSocket handshake.", meta_.trace_id));
+        return;
+      }
+      upgrade(std::move(res));
+      return;
+    }
+    if (upgrade_req_)
+      res.close = true; // a declined handshake
     write_response(std::move(res));
   }
 
@@ -469,6 +951,20 @@ private:
 
   void on_request();
 
+  /// Hands the socket to a ws_session, which answers the handshake.
+  void upgrade(http_response res) {
+    closed_ = true;
+    if (buffer_.size() > 0)
+      core_->log->debug("[R:{}] {} bytes sent before the WebSocket handshake completed dropped",
+                        meta_.request_id, buffer_.size());
+    auto ws = std::make_shared<ws_session>(stream_.release_socket(), core_,
+                                           std::move(res.upgrade), meta_.request_id, peer_);
+    auto req = std::move(*upgrade_req_);
+    upgrade_req_.reset();
+    core_->remove_session(this); // the caller holds a reference
+    ws->start(std::move(req), std::move(res.headers));
+  }
+
   // -- writing ---------------------------------------------------------------
 
   /// A response the server makes itself; always closes the connection.
@@ -500,22 +996,9 @@ private:
     auto res = std::make_shared<http::response<http::string_body>>();
     res->version(meta_.version);
     res->result(static_cast<unsigned>(status));
-    res->set("X-Content-Type-Options", "nosniff");
-    res->set(http::field::x_frame_options, "DENY");
-    res->set("Referrer-Policy", "no-referrer");
-    res->set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
-    res->set("Permissions-Policy", "geolocation=(), camera=(), microphone=()");
-    // Everything this server answers is dynamic API or operations data;
-    // a handler may set its own Cache-Control below.
-    res->set(http::field::cache_control, "no-store");
-    if (core_->opts.tls)
-      res->set(http::field::strict_transport_security, "max-age=31536000; includeSubDomains");
-    res->set("X-Request-Id", meta_.request_id);
+    set_standard_headers(*res, core_->opts.tls, meta_.request_id);
     for (auto& [name, value] : r.headers) {
-      auto f = http::string_to_field(name);
-      if (f == http::field::server || f == http::field::connection
-          || f == http::field::content_length || f == http::field::transfer_encoding
-          || name.empty() || !safe_header_value(name) || !safe_header_value(value)) {
+      if (!handler_header_allowed(name, value, false)) {
         core_->log->warn("[R:{}] handler header '{}' dropped", meta_.request_id, name);
         continue;
       }
@@ -583,8 +1066,11 @@ private:
   }
 
   beast::tcp_stream stream_;
+  const executor_type ex_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  /// The current request if it is a WebSocket handshake (the accept needs it).
+  std::optional<http::request<http::string_body>> upgrade_req_;
   std::shared_ptr<server_core> core_;
   std::string peer_;
   request_meta meta_;
@@ -600,9 +1086,10 @@ class pending_response {
 public:
   pending_response(std::shared_ptr<server_core> core, std::weak_ptr<session> s,
                    std::string method, std::string request_id, std::string trace_id,
-                   clock_type::time_point started)
+                   clock_type::time_point started, bool websocket)
     : core_(std::move(core)), session_(std::move(s)), method_(std::move(method)),
-      request_id_(std::move(request_id)), trace_id_(std::move(trace_id)), started_(started) {
+      request_id_(std::move(request_id)), trace_id_(std::move(trace_id)), started_(started),
+      websocket_(websocket) {
   }
 
   pending_response(const pending_response&) = delete;
@@ -632,15 +1119,26 @@ public:
   void deliver(http_response res, const std::string& route, bool abandoned = false) {
     if (done_.exchange(true))
       return;
-    core_->in_flight.fetch_sub(1);
+    core_->in_flight.fetch_sub(1); // an accepted WebSocket stops counting here
+    auto upgrade = res.upgrade;
+    if (!post(std::move(res), route, abandoned) && upgrade)
+      end_unopened(upgrade, "connection closed before the WebSocket handshake", *core_->log,
+                   request_id_); // outside the life gate: the handler may respond to others
+  }
+
+private:
+  /// Posts `res` to the session; false if it was dropped.
+  bool post(http_response res, const std::string& route, bool abandoned) {
     std::shared_lock<std::shared_mutex> guard{core_->life_mu};
     if (core_->stopped) {
       core_->log->debug("[R:{}] response after stop dropped", request_id_);
-      return;
+      return false;
     }
     if (abandoned)
       core_->log->error("[R:{} T:{}] request dropped without a response; answering 500",
                         request_id_, trace_id_);
+    if (res.upgrade)
+      res.status = websocket_ ? 101 : 500; // what the session will send
     core_->record(method_, route, res.status, started_);
     auto secs = std::chrono::duration<double>(clock_type::now() - started_).count();
     if (res.status >= 500)
@@ -651,14 +1149,14 @@ public:
                         route, res.status, secs * 1e3);
     auto s = session_.lock();
     if (!s)
-      return;
+      return false;
     auto ex = s->executor();
     asio::post(ex, [s = std::move(s), res = std::move(res)]() mutable {
       s->deliver(std::move(res));
     });
+    return true;
   }
 
-private:
   std::shared_ptr<server_core> core_;
   std::weak_ptr<session> session_;
   std::weak_ptr<http_exchange> exchange_;
@@ -666,11 +1164,13 @@ private:
   std::string request_id_;
   std::string trace_id_;
   clock_type::time_point started_;
+  bool websocket_;
   std::atomic<bool> done_{false};
 };
 
 void session::on_request() {
   stream_.expires_never();
+  upgrade_req_.reset();
   auto msg = parser_->release();
   http_request req;
   if (!parse_target(msg.target(), req.path, req.query)) {
@@ -683,6 +1183,12 @@ void session::on_request() {
   for (const auto& field : msg)
     req.headers.emplace_back(lower(field.name_string()), std::string{field.value()});
   req.body = std::move(msg.body());
+  // Beast checks GET, HTTP/1.1, Connection: upgrade and Upgrade: websocket;
+  // the accept also needs a key and version 13.
+  req.websocket = websocket::is_upgrade(msg) && !msg[http::field::sec_websocket_key].empty()
+                  && msg[http::field::sec_websocket_version] == "13";
+  if (req.websocket)
+    upgrade_req_ = std::move(msg);
   req.peer_address = peer_;
   req.request_id = meta_.request_id;
   req.trace_id = meta_.trace_id;
@@ -693,7 +1199,7 @@ void session::on_request() {
   core_->in_flight.fetch_add(1);
   auto pending = std::make_shared<pending_response>(core_, weak_from_this(), meta_.method,
                                                     meta_.request_id, meta_.trace_id,
-                                                    meta_.started);
+                                                    meta_.started, req.websocket);
   // The exchange owns the responder, the responder owns `pending`, `pending`
   // knows the exchange only weakly: no cycle.
   auto exchange = std::make_shared<http_exchange>(std::move(req), [pending](http_response res) {
@@ -852,12 +1358,16 @@ void http_server::impl::stop() {
     std::abort();
   }
   std::vector<std::shared_ptr<session>> live;
+  std::vector<std::shared_ptr<ws_session>> live_ws;
   {
     std::lock_guard<std::mutex> sguard{core->sessions_mu};
     core->closing = true;
     live.reserve(core->sessions.size());
     for (auto& kv : core->sessions)
       live.push_back(kv.second);
+    live_ws.reserve(core->websockets.size());
+    for (auto& kv : core->websockets)
+      live_ws.push_back(kv.second);
   }
   if (started) {
     asio::post(acceptor.get_executor(), [this] {
@@ -870,6 +1380,11 @@ void http_server::impl::stop() {
       asio::post(ex, [s] { s->close_now(); });
     }
     live.clear();
+    // A WebSocket gets a close frame and a short while to answer it; its
+    // handler's on_close() runs before the io threads end.
+    for (auto& ws : live_ws)
+      ws->request_close(1001, "server stopping", true, ws_stop_timeout);
+    live_ws.clear();
     // No responder posts any more and every socket is closing: run() returns
     // once the cancelled operations completed.
     for (auto& t : threads)
@@ -877,12 +1392,16 @@ void http_server::impl::stop() {
     threads.clear();
   }
   live.clear();
+  live_ws.clear();
   std::unordered_map<session*, std::shared_ptr<session>> rest;
+  std::unordered_map<ws_session*, std::shared_ptr<ws_session>> rest_ws;
   {
     std::lock_guard<std::mutex> sguard{core->sessions_mu};
     rest.swap(core->sessions);
+    rest_ws.swap(core->websockets);
   }
   rest.clear(); // sessions still waiting for a response: destroyed while ioc lives
+  rest_ws.clear(); // empty once the io threads ran; never started otherwise
   beast::error_code ec;
   acceptor.close(ec);
   if (started)
@@ -904,9 +1423,21 @@ caf::expected<uint16_t> http_server::start() {
 }
 
 void http_server::begin_drain() {
-  if (!impl_->core->draining.exchange(true))
-    impl_->core->log->info("draining: new requests get 503, {} in flight",
-                           impl_->core->in_flight.load());
+  auto& core = *impl_->core;
+  if (core.draining.exchange(true))
+    return;
+  // The life gate keeps the io_context alive while posting, and the
+  // references below are dropped under it. A WebSocket that registers from
+  // here on sees `draining` itself (ws_session::start).
+  std::shared_lock<std::shared_mutex> life{core.life_mu};
+  std::vector<std::shared_ptr<ws_session>> websockets;
+  if (!core.stopped)
+    websockets = core.open_websockets();
+  core.log->info("draining: new requests get 503, {} in flight, closing {} websockets",
+                 core.in_flight.load(), websockets.size());
+  for (auto& ws : websockets)
+    ws->request_close(1001, "server shutting down", false, ws_close_timeout);
+  websockets.clear();
 }
 
 bool http_server::draining() const {

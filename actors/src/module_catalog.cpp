@@ -1,5 +1,7 @@
 #include "hotswap/actors/module_catalog.hpp"
 
+#include "hotswap/actors/events.hpp"
+
 #include <algorithm>
 #include <cctype>
 
@@ -161,6 +163,20 @@ module_catalog_actor::behavior_type catalog(catalog_ptr self, catalog_env env) {
             if (self->state.env.metrics)
               self->state.env.metrics->module_uploads(r.created ? "stored" : "duplicate")
                 .Increment();
+            if (r.created) {
+              event_record mev;
+              mev.type = "ModuleUploaded";
+              mev.tenant_id = r.record.tenant_id;
+              mev.status = "Uploaded";
+              boost::json::object md;
+              md["module"] = r.record.name;
+              md["version"] = r.record.version;
+              md["digest"] = r.record.digest;
+              md["signed"] = r.record.is_signed;
+              md["uploadedBy"] = r.record.uploaded_by;
+              mev.details = boost::json::serialize(md);
+              publish_event(self, std::move(mev));
+            }
             rp.deliver(std::move(r));
           },
           [=](caf::error& err) mutable {

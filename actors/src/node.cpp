@@ -1,5 +1,9 @@
 #include "hotswap/actors/node.hpp"
 
+#include "hotswap/actors/events.hpp"
+#include "hotswap/cluster/redis_events.hpp"
+#include "hotswap/runtime/events.hpp"
+
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
@@ -376,6 +380,36 @@ int run_node(const config::node_config& cfg) {
   } else {
     registry = spawn_local_registry(sys, self_node);
   }
+  // The event stream: the store's table on a single node, the cluster's
+  // Redis Stream in a cluster (a second log object tails it).
+  std::unique_ptr<event_log> elog;
+  std::unique_ptr<event_log> etail;
+  if (clustered) {
+    auto prefix = cfg.cluster.key_prefix.empty() ? std::string{"hs:"} : cfg.cluster.key_prefix;
+    auto a = open_redis_event_log(cfg.cluster.registry, prefix, std::chrono::milliseconds(300),
+                                  std::chrono::milliseconds(1000));
+    auto b = open_redis_event_log(cfg.cluster.registry, prefix, std::chrono::milliseconds(300),
+                                  std::chrono::milliseconds(1000));
+    if (!a || !b) {
+      auto err = !a ? a.error() : b.error();
+      log->error("cluster.registry: {}", error_detail(err));
+      stop_store();
+      return exit_code::config_error;
+    }
+    elog = std::move(*a);
+    etail = std::move(*b);
+  } else {
+    auto a = open_sql_event_log(cfg.store.url);
+    if (!a) {
+      log->error("store.url: cannot open the event log: {}", error_detail(a.error()));
+      stop_store();
+      return exit_code::failure;
+    }
+    elog = std::move(*a);
+  }
+  events_options eopts;
+  eopts.retention = static_cast<millis>(cfg.events.retention_seconds) * 1000;
+  auto events = spawn_events_hub(sys, std::move(elog), std::move(etail), eopts, &metrics);
   auto directory_workers = std::make_shared<worker_registry>();
   directory_env dirv;
   dirv.node_id = cfg.node.id;
@@ -545,6 +579,32 @@ int run_node(const config::node_config& cfg) {
   aenv.fleet = fleet;
   aenv.deployments = deployments;
   aenv.approvals = approvals;
+  // Messages API (docs/messages.md): one broker per node with the api role,
+  // owning its own store connection; stopped when run_node returns.
+  if (has_role("api")) {
+    message_policy mpolicy;
+    mpolicy.ack_deadline = static_cast<millis>(cfg.messages.ack_deadline_seconds) * 1000;
+    mpolicy.max_attempts = static_cast<int32_t>(cfg.messages.max_attempts);
+    mpolicy.backoff_initial = static_cast<millis>(cfg.messages.backoff_initial_ms);
+    // CLUSTER: when `clustered` with a redis:// registry, open the Redis
+    // Streams message store (cluster/redis_messages.hpp) here and pass it to
+    // spawn_message_broker instead. Until then a cluster shares the SQL store
+    // on PostgreSQL (cfg.store.url).
+    auto mstore = open_sql_message_store(cfg.store.url);
+    if (mstore)
+      aenv.messages = spawn_message_broker(sys, std::move(*mstore), mpolicy, &metrics);
+    else
+      log->error("messages: cannot open the message store on {}: {} (the Messages API answers "
+                 "503)",
+                 cfg.store.url, error_detail(mstore.error()));
+  }
+  struct stop_broker {
+    message_broker_actor broker;
+    ~stop_broker() {
+      if (broker)
+        caf::anon_send_exit(broker, caf::exit_reason::user_shutdown);
+    }
+  } stop_messages{aenv.messages};
   std::vector<bridge_actor> bridges;
   for (uint32_t i = 0; i < std::max(1u, cfg.http.io_threads); ++i)
     bridges.push_back(spawn_bridge(sys, aenv));
@@ -669,6 +729,13 @@ int run_node(const config::node_config& cfg) {
   root_done = true;
   pthread_kill(signals.native_handle(), SIGTERM); // wakes sigwait if still waiting
   signals.join();
+  // The last transitions' events reach the log before the node goes.
+  self->request(events, std::chrono::seconds(3), done_atom::value)
+    .receive([](ok_atom) {},
+             [&](caf::error& err) {
+               log->warn("events not all written to the log at shutdown: {}", error_detail(err));
+             });
+  self->send_exit(events, caf::exit_reason::user_shutdown);
   stop_all();
   if (reason && !is_orderly_exit(reason)) {
     log->error("node stopped after a failure: {} {}", to_string(errc_of(reason)),

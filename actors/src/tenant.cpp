@@ -1,5 +1,9 @@
 #include "hotswap/actors/tenant.hpp"
 
+#include "hotswap/actors/events.hpp"
+
+#include <boost/json.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include "caf/stateful_actor.hpp"
@@ -55,6 +59,22 @@ audit_event make_audit(tenant_ptr self, const tenant& next, const std::string& a
   return ev;
 }
 
+/// The TenantChanged event of a tenant transition (visible to the tenant's
+/// own users and to platform users).
+event_record tenant_event(const tenant& t, const std::string& action) {
+  event_record ev;
+  ev.type = "TenantChanged";
+  ev.tenant_id = t.id;
+  ev.status = t.status;
+  boost::json::object d;
+  d["action"] = action;
+  d["tenantId"] = t.id;
+  d["name"] = t.name;
+  d["subdomain"] = t.subdomain;
+  ev.details = boost::json::serialize(d);
+  return ev;
+}
+
 /// Persists `next` with its audit event, then (and only then) adopts it and
 /// answers. `await` keeps later commands queued until the write is decided,
 /// so transitions apply one at a time on the persisted state.
@@ -76,6 +96,9 @@ caf::typed_response_promise<tenant> persist(tenant_ptr self, tenant next, const 
   self->request(self->state.env.store, self->state.env.call_timeout, put_atom::value, snap, ev)
     .await(
       [=](int64_t) mutable {
+        // Quota bookkeeping is not a change a client watches for.
+        if (action.rfind("Quota", 0) != 0)
+          publish_event(self, tenant_event(next, action));
         self->state.current = next;
         self->state.json = snap.body;
         self->state.exists = true;

@@ -539,6 +539,10 @@ public:
   std::map<std::string, std::map<std::string, kind>> schema; // section path -> key -> kind
   bool schema_mode = false;
 
+  /// Names of the environment variables that are set to a non-empty value
+  /// (the topic keys named by messages.topics.*.hmac_key_env must be).
+  std::set<std::string> env_set;
+
   // -- errors -----------------------------------------------------------------
 
   /// Dotted key path -> the environment variable that set it.
@@ -1070,6 +1074,12 @@ void loader::read_messages(section_reader& r, messages_section& s) {
     if (t->get("hmac_key_env") == nullptr)
       fail(join_path(topic_path, "hmac_key_env"), "missing: a topic table must name the "
                                                   "environment variable that holds its key");
+    else if (!schema_mode && !topic.hmac_key_env.empty()
+             && !any_bad({join_path(topic_path, "hmac_key_env")})
+             && env_set.count(topic.hmac_key_env) == 0)
+      fail(join_path(topic_path, "hmac_key_env"),
+           "the environment variable " + topic.hmac_key_env
+             + " is not set (or empty): it must hold the topic's HMAC key");
     tr.finish();
     result[std::string(name.str())] = topic;
   }
@@ -1484,6 +1494,11 @@ load_result load(const std::string& path, const std::vector<std::string>& env) {
   }
 
   // Pass 3: environment overrides on top, then validate everything.
+  for (const auto& entry : env) {
+    auto eq = entry.find('=');
+    if (eq != std::string::npos && eq > 0 && eq + 1 < entry.size())
+      l.env_set.insert(entry.substr(0, eq));
+  }
   l.apply_env(root, env);
   node_config cfg = default_config();
   cfg.source = path;

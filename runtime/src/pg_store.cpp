@@ -160,18 +160,31 @@ CREATE TABLE messages (
   published_by    text    NOT NULL DEFAULT '',
   tenant_id       text    NOT NULL DEFAULT ''
 );
-CREATE INDEX messages_topic ON messages (topic, priority DESC, seq);
+CREATE INDEX messages_topic_seq ON messages (topic, seq);
+CREATE INDEX messages_topic_expiry ON messages (topic, expires_at) WHERE expires_at <> 0;
+-- One row per (message, consumer group of its topic), written when the
+-- message is published (for the groups that exist) or when a group consumes
+-- its topic for the first time (for the messages retained then). state: 0
+-- owed (attempts = 0: never delivered; else leased until visible_at),
+-- 1 acknowledged, 2 dead-lettered, 3 expired. priority, seq and expires_at
+-- are copies of the message's, so that consume reads this table alone.
 CREATE TABLE message_deliveries (
-  message_id   text    NOT NULL,
-  group_name   text    NOT NULL,
-  topic        text    NOT NULL,
-  attempts     integer NOT NULL DEFAULT 0,
-  delivered_at bigint  NOT NULL DEFAULT 0,
-  visible_at   bigint  NOT NULL DEFAULT 0,
-  state        integer NOT NULL DEFAULT 0,
+  message_id      text    NOT NULL,
+  group_name      text    NOT NULL,
+  topic           text    NOT NULL,
+  priority        integer NOT NULL DEFAULT 0,
+  seq             bigint  NOT NULL,
+  expires_at      bigint  NOT NULL DEFAULT 0,
+  attempts        integer NOT NULL DEFAULT 0,
+  delivered_at    bigint  NOT NULL DEFAULT 0,
+  visible_at      bigint  NOT NULL DEFAULT 0,
+  state           integer NOT NULL DEFAULT 0,
+  acknowledged_at bigint  NOT NULL DEFAULT 0,
   PRIMARY KEY (message_id, group_name)
 );
-CREATE INDEX message_deliveries_group ON message_deliveries (topic, group_name, state);
+CREATE INDEX message_deliveries_next
+  ON message_deliveries (topic, group_name, state, priority DESC, seq);
+CREATE INDEX message_deliveries_owed ON message_deliveries (state) WHERE state = 0;
 CREATE TABLE message_groups (
   topic      text    NOT NULL,
   group_name text    NOT NULL,

@@ -19,7 +19,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
+
+#include <sys/socket.h>
 
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/metrics.hpp"
@@ -34,6 +37,7 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
@@ -51,9 +55,73 @@ bool is_hex(const std::string& s, size_t len) {
   return s.size() == len && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
+/// Records what the server tells a ws_handler (io threads) for the test
+/// thread to look at.
+class recording_handler : public ws_handler {
+public:
+  using close_event = std::pair<uint16_t, std::string>;
+
+  void on_open(ws_connection_ptr conn) override {
+    std::lock_guard<std::mutex> guard{mu_};
+    conn_ = std::move(conn);
+    ++opens_;
+  }
+
+  void on_text(std::string text) override {
+    std::lock_guard<std::mutex> guard{mu_};
+    texts_.push_back(std::move(text));
+  }
+
+  void on_close(uint16_t code, std::string reason) override {
+    std::lock_guard<std::mutex> guard{mu_};
+    closes_.emplace_back(code, std::move(reason));
+  }
+
+  ws_connection_ptr conn() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return conn_;
+  }
+
+  size_t opens() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return opens_;
+  }
+
+  std::vector<std::string> texts() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return texts_;
+  }
+
+  std::vector<close_event> closes() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return closes_;
+  }
+
+  /// The code of the first on_close (0 if none).
+  uint16_t close_code() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return closes_.empty() ? uint16_t{0} : closes_.front().first;
+  }
+
+  std::string close_reason() const {
+    std::lock_guard<std::mutex> guard{mu_};
+    return closes_.empty() ? std::string{} : closes_.front().second;
+  }
+
+private:
+  mutable std::mutex mu_;
+  ws_connection_ptr conn_;
+  size_t opens_ = 0;
+  std::vector<std::string> texts_;
+  std::vector<close_event> closes_;
+};
+
 /// Stands in for the bridge actor: answers exchanges on its own thread.
 /// `/hold...` requests are parked until the test answers them; `/drop` is
-/// destroyed without an answer; everything else is echoed as JSON.
+/// destroyed without an answer; `/ws` accepts a WebSocket handshake with the
+/// handler of set_ws_handler(), `/ws-denied` declines it with 401 and
+/// `/ws-any` answers any request with that handler; everything else is
+/// echoed as JSON.
 class fake_actor {
 public:
   fake_actor() : thread_([this] { run(); }) {
@@ -80,6 +148,11 @@ public:
   bool wait_held(size_t n) {
     std::unique_lock<std::mutex> guard{mu_};
     return cv_.wait_for(guard, deadline, [&] { return held_.size() >= n; });
+  }
+
+  void set_ws_handler(std::shared_ptr<ws_handler> handler) {
+    std::lock_guard<std::mutex> guard{mu_};
+    ws_handler_ = std::move(handler);
   }
 
   http_exchange_ptr take_held() {
@@ -131,6 +204,16 @@ private:
         ex.reset();
       } else if (path == "/missing") {
         ex->respond(problem(404, "Not Found", "no such thing", ex->request().trace_id));
+      } else if (path == "/ws" && !ex->request().websocket) {
+        ex->respond(problem(400, "Bad Request", "not a handshake", ex->request().trace_id));
+      } else if (path == "/ws" || path == "/ws-any") {
+        auto res = json_response(200, "{}");
+        res.headers.emplace_back("X-Test", "ws");
+        std::lock_guard<std::mutex> guard{mu_};
+        res.upgrade = ws_handler_;
+        ex->respond(std::move(res));
+      } else if (path == "/ws-denied") {
+        ex->respond(problem(401, "Unauthorized", "no token", ex->request().trace_id));
       } else {
         ex->set_route("/echo");
         ex->respond(echo(ex->request()));
@@ -142,6 +225,7 @@ private:
   std::condition_variable cv_;
   std::deque<http_exchange_ptr> inbox_;
   std::deque<http_exchange_ptr> held_;
+  std::shared_ptr<ws_handler> ws_handler_;
   bool quit_ = false;
   std::thread thread_;
 };
@@ -206,6 +290,114 @@ private:
   beast::flat_buffer buffer_;
 };
 
+/// Beast's synchronous WebSocket client, driven by the test thread (or a
+/// reader thread of the test). A watchdog shuts the socket down after twice
+/// the deadline, so that a server that never answers fails the test instead
+/// of hanging it.
+class ws_client {
+public:
+  /// How a connection ended: the messages read before, then the error and
+  /// the close frame the server sent (if any).
+  struct ending {
+    std::vector<std::string> texts;
+    beast::error_code ec;
+    websocket::close_reason reason;
+  };
+
+  ws_client() : watchdog_([this] { watch(); }) {
+  }
+
+  ~ws_client() {
+    {
+      std::lock_guard<std::mutex> guard{mu_};
+      done_ = true;
+    }
+    cv_.notify_all();
+    watchdog_.join();
+  }
+
+  /// Connects and sends the opening handshake; `res` gets the answer.
+  beast::error_code open(uint16_t port, const std::string& target,
+                         websocket::response_type& res) {
+    beast::error_code ec;
+    ws_.next_layer().connect(tcp::endpoint{asio::ip::make_address("127.0.0.1"), port}, ec);
+    if (ec)
+      return ec;
+    {
+      std::lock_guard<std::mutex> guard{mu_};
+      fd_ = ws_.next_layer().native_handle();
+    }
+    ws_.handshake(res, "127.0.0.1:" + std::to_string(port), target, ec);
+    return ec;
+  }
+
+  beast::error_code open(uint16_t port) {
+    websocket::response_type res;
+    return open(port, "/ws", res);
+  }
+
+  beast::error_code write(const std::string& payload, bool binary = false) {
+    beast::error_code ec;
+    ws_.binary(binary);
+    ws_.write(asio::buffer(payload), ec);
+    return ec;
+  }
+
+  /// Bytes waiting in the socket's receive buffer.
+  size_t available() {
+    beast::error_code ec;
+    return ws_.next_layer().available(ec);
+  }
+
+  std::pair<beast::error_code, std::string> read() {
+    beast::error_code ec;
+    buffer_.clear();
+    ws_.read(buffer_, ec);
+    return {ec, beast::buffers_to_string(buffer_.data())};
+  }
+
+  /// Reads until the connection ends.
+  ending read_to_end() {
+    ending out;
+    for (;;) {
+      auto [ec, text] = read();
+      if (ec) {
+        out.ec = ec;
+        break;
+      }
+      out.texts.push_back(std::move(text));
+    }
+    out.reason = ws_.reason();
+    return out;
+  }
+
+  beast::error_code close(websocket::close_code code) {
+    beast::error_code ec;
+    ws_.close(code, ec);
+    return ec;
+  }
+
+private:
+  void watch() {
+    std::unique_lock<std::mutex> guard{mu_};
+    if (!cv_.wait_for(guard, 2 * deadline, [this] { return done_; }) && fd_ >= 0)
+      ::shutdown(fd_, SHUT_RDWR);
+  }
+
+  asio::io_context ioc_;
+  websocket::stream<tcp::socket> ws_{ioc_};
+  beast::flat_buffer buffer_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  int fd_ = -1;
+  std::thread watchdog_; ///< last: starts once the members above exist
+};
+
+std::string reason_of(const websocket::close_reason& r) {
+  return std::string{r.reason.data(), r.reason.size()};
+}
+
 http::request<http::string_body> get(const std::string& target) {
   http::request<http::string_body> req{http::verb::get, target, 11};
   req.set(http::field::host, "127.0.0.1");
@@ -248,6 +440,59 @@ struct fixture {
     opts.max_body_bytes = 1024;
     opts.max_module_bytes = 64 * 1024;
     return opts;
+  }
+
+  /// Replaces the server with one started with `opts`.
+  void restart(http_server_options opts) {
+    server.reset();
+    start(std::move(opts));
+  }
+
+  /// Opens a WebSocket on a fresh handler and waits for on_open.
+  std::shared_ptr<recording_handler> open_ws(ws_client& c) {
+    auto handler = std::make_shared<recording_handler>();
+    actor.set_ws_handler(handler);
+    CAF_REQUIRE(!c.open(port));
+    CAF_REQUIRE(eventually([&] { return handler->opens() == 1; }));
+    return handler;
+  }
+
+  /// A client that does not read while the server sends `payload`s until a
+  /// send is refused; then it reads what arrived. Returns the number of
+  /// accepted sends, what the client read, and the handler.
+  struct slow_result {
+    size_t accepted = 0;
+    ws_client::ending end;
+    std::shared_ptr<recording_handler> handler;
+  };
+
+  slow_result slow_consumer(const std::string& payload) {
+    slow_result out;
+    ws_client c;
+    out.handler = open_ws(c);
+    auto conn = out.handler->conn();
+    // First in batches of 8 (half the buffer), each once the one before
+    // reached the client's socket, until the socket buffers are full and
+    // nothing moves any more (so the close frame has to wait behind data
+    // the client has not read); then without pause. The socket buffers hold a few MB:
+    // an unbounded send buffer would accept all 10000 (40 MB and more).
+    bool flowing = true;
+    size_t sent_bytes = 0;
+    for (size_t i = 0; i < 10000; ++i) {
+      auto text = std::to_string(i) + ":" + payload;
+      if (!conn->send(text))
+        break;
+      ++out.accepted;
+      sent_bytes += text.size();
+      if (flowing && out.accepted % 8 == 0)
+        flowing = test::eventually([&] { return c.available() >= sent_bytes; }, 500ms, 1ms);
+    }
+    CAF_REQUIRE(out.accepted < 10000);
+    CAF_REQUIRE(!flowing); // the buffer overflowed behind a full socket
+    CAF_CHECK(!conn->send("after the refusal"));
+    out.end = c.read_to_end();
+    CAF_MESSAGE("accepted " << out.accepted << ", received " << out.end.texts.size());
+    return out;
   }
 
   void start(http_server_options opts = defaults()) {
@@ -607,6 +852,198 @@ CAF_TEST(binding a port in use fails with errc unavailable) {
   tls.tls = true;
   http_server third{tls, [](http_exchange_ptr) {}, nullptr};
   CAF_CHECK(!third.start());
+}
+
+CAF_TEST(a websocket handshake answered with an upgrade carries messages both ways) {
+  auto handler = std::make_shared<recording_handler>();
+  actor.set_ws_handler(handler);
+  ws_client c;
+  websocket::response_type res;
+  CAF_REQUIRE(!c.open(port, "/ws", res));
+  CAF_CHECK_EQUAL(res.result_int(), 101u);
+  CAF_CHECK_EQUAL(res["X-Content-Type-Options"], "nosniff");
+  CAF_CHECK_EQUAL(res["X-Frame-Options"], "DENY");
+  CAF_CHECK_EQUAL(res[http::field::cache_control], "no-store");
+  CAF_CHECK(is_hex(std::string{res["X-Request-Id"]}, 32));
+  CAF_CHECK_EQUAL(res["X-Test"], "ws"); // the handler's own header
+  CAF_CHECK(res[http::field::server].empty()); // no Beast version
+  CAF_REQUIRE(eventually([&] { return handler->opens() == 1; }));
+  CAF_CHECK_EQUAL(server->in_flight(), 0u); // an open WebSocket is not a request in flight
+  std::vector<std::string> sent;
+  for (int i = 0; i < 10; ++i) {
+    sent.push_back("client " + std::to_string(i));
+    CAF_REQUIRE(!c.write(sent.back()));
+  }
+  CAF_CHECK(eventually([&] { return handler->texts().size() == sent.size(); }));
+  CAF_CHECK_EQUAL(handler->texts(), sent);
+  auto conn = handler->conn();
+  for (int i = 0; i < 10; ++i)
+    CAF_CHECK(conn->send("server " + std::to_string(i)));
+  for (int i = 0; i < 10; ++i) {
+    auto [ec, text] = c.read();
+    CAF_REQUIRE(!ec);
+    CAF_CHECK_EQUAL(text, "server " + std::to_string(i));
+  }
+  CAF_CHECK(handler->closes().empty());
+  CAF_REQUIRE(!c.close(websocket::close_code::normal));
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 1000);
+  CAF_CHECK(!conn->send("after the close"));
+  CAF_CHECK(metrics.render().find("status=\"1xx\"") != std::string::npos);
+  CAF_CHECK_EQUAL(handler->closes().size(), 1u);
+}
+
+CAF_TEST(a websocket handshake answered without an upgrade fails with that status) {
+  ws_client c;
+  websocket::response_type res;
+  auto ec = c.open(port, "/ws-denied", res);
+  CAF_CHECK(ec == websocket::error::upgrade_declined);
+  CAF_CHECK_EQUAL(res.result_int(), 401u);
+  CAF_CHECK_EQUAL(res[http::field::content_type], "application/problem+json");
+  CAF_CHECK(beast::iequals(res[http::field::connection], "close"));
+  CAF_CHECK_EQUAL(server->in_flight(), 0u);
+}
+
+CAF_TEST(an upgrade answered to a request that is no handshake is a 500) {
+  auto handler = std::make_shared<recording_handler>();
+  actor.set_ws_handler(handler);
+  client c;
+  CAF_REQUIRE(!c.connect(port));
+  auto res = c.exchange(get("/ws-any"));
+  CAF_CHECK_EQUAL(res.result_int(), 500u);
+  CAF_CHECK_EQUAL(res[http::field::content_type], "application/problem+json");
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 1006); // ended without opening
+  CAF_CHECK_EQUAL(handler->opens(), 0u);
+  CAF_CHECK_EQUAL(server->in_flight(), 0u);
+}
+
+CAF_TEST(a client too slow to read is closed with 1008 once its send buffer is full) {
+  auto opts = defaults();
+  opts.ws_max_queued_messages = 16;
+  restart(opts);
+  auto r = slow_consumer(std::string(4096, 'x'));
+  CAF_CHECK(r.end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(r.end.reason.code, 1008);
+  CAF_CHECK_EQUAL(reason_of(r.end.reason), "client too slow: send buffer of 16 messages full");
+  // What arrived is a prefix of what was accepted, in order; the rest (the
+  // buffer when it overflowed) was dropped, so it never held more than 16.
+  CAF_REQUIRE(r.end.texts.size() <= r.accepted);
+  CAF_CHECK(r.accepted - r.end.texts.size() <= 16u);
+  for (size_t i = 0; i < r.end.texts.size(); ++i)
+    CAF_CHECK_EQUAL(r.end.texts[i].substr(0, r.end.texts[i].find(':')), std::to_string(i));
+  CAF_REQUIRE(eventually([&] { return r.handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(r.handler->close_code(), 1008);
+  CAF_CHECK_EQUAL(r.handler->close_reason(), "client too slow: send buffer of 16 messages full");
+}
+
+CAF_TEST(a client too slow to read is closed with 1008 once its send buffer bytes are used) {
+  auto opts = defaults();
+  opts.ws_max_queued_bytes = 64 * 1024;
+  restart(opts);
+  auto r = slow_consumer(std::string(4000, 'y'));
+  CAF_CHECK(r.end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(r.end.reason.code, 1008);
+  CAF_CHECK_EQUAL(reason_of(r.end.reason), "client too slow: send buffer of 65536 bytes full");
+  CAF_REQUIRE(r.end.texts.size() <= r.accepted);
+  // Each message is a bit over 4000 bytes: 16 of them fill 64 KiB.
+  CAF_CHECK(r.accepted - r.end.texts.size() <= 16u);
+  CAF_REQUIRE(eventually([&] { return r.handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(r.handler->close_code(), 1008);
+}
+
+CAF_TEST(a client message over ws_max_message_bytes closes with 1009) {
+  auto opts = defaults();
+  opts.ws_max_message_bytes = 1024;
+  restart(opts);
+  ws_client c;
+  auto handler = open_ws(c);
+  CAF_REQUIRE(!c.write(std::string(1024, 'a')));
+  CAF_REQUIRE(eventually([&] { return handler->texts().size() == 1; }));
+  CAF_REQUIRE(!c.write(std::string(1025, 'b')));
+  auto end = c.read_to_end();
+  CAF_CHECK(end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(end.reason.code, 1009);
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 1009);
+  CAF_CHECK_EQUAL(handler->texts().size(), 1u);
+}
+
+CAF_TEST(a binary client message closes with 1003) {
+  ws_client c;
+  auto handler = open_ws(c);
+  CAF_REQUIRE(!c.write("\x01\x02", true));
+  auto end = c.read_to_end();
+  CAF_CHECK(end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(end.reason.code, 1003);
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 1003);
+  CAF_CHECK(handler->texts().empty());
+}
+
+CAF_TEST(the application closes a websocket after its queued messages) {
+  ws_client c;
+  auto handler = open_ws(c);
+  auto conn = handler->conn();
+  CAF_CHECK(conn->send("a"));
+  CAF_CHECK(conn->send("b"));
+  auto long_reason = "bye " + std::string(200, 'r');
+  conn->close(4000, long_reason);
+  conn->close(4001, "again"); // idempotent: the first close wins
+  CAF_CHECK(!conn->send("c"));
+  auto end = c.read_to_end();
+  CAF_CHECK_EQUAL(end.texts, (std::vector<std::string>{"a", "b"}));
+  CAF_CHECK(end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(end.reason.code, 4000);
+  CAF_CHECK_EQUAL(reason_of(end.reason), long_reason.substr(0, 123)); // the frame's limit
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 4000);
+  CAF_CHECK_EQUAL(handler->close_reason(), long_reason.substr(0, 123));
+}
+
+CAF_TEST(stop closes open websockets with 1001 and ends each handler once) {
+  ws_client c;
+  auto handler = open_ws(c);
+  ws_client idle; // never answers the close frame
+  auto idle_handler = open_ws(idle);
+  ws_client::ending end;
+  std::thread reader([&] { end = c.read_to_end(); });
+  server->stop();
+  reader.join();
+  CAF_CHECK(end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(end.reason.code, 1001);
+  // stop() returns after the io threads ran the handlers' on_close.
+  auto closes = handler->closes();
+  CAF_REQUIRE_EQUAL(closes.size(), 1u);
+  CAF_CHECK_EQUAL(closes[0].first, 1001);
+  CAF_REQUIRE_EQUAL(idle_handler->closes().size(), 1u);
+  CAF_CHECK_EQUAL(idle_handler->close_code(), 1001);
+  CAF_CHECK_EQUAL(idle.read_to_end().reason.code, 1001); // the frame was sent
+  CAF_CHECK(!handler->conn()->send("after stop"));
+  handler->conn()->close(1000, "after stop"); // ignored, not crashing
+  server.reset();
+  CAF_CHECK_EQUAL(handler->closes().size(), 1u);
+}
+
+CAF_TEST(begin_drain closes open websockets with 1001 after their queued messages) {
+  ws_client c;
+  auto handler = open_ws(c);
+  CAF_REQUIRE(handler->conn()->send("before the drain"));
+  // Returns at once although the client is not reading yet.
+  server->begin_drain();
+  auto end = c.read_to_end();
+  CAF_CHECK_EQUAL(end.texts, std::vector<std::string>{"before the drain"});
+  CAF_CHECK(end.ec == websocket::error::closed);
+  CAF_CHECK_EQUAL(end.reason.code, 1001);
+  CAF_CHECK_EQUAL(reason_of(end.reason), "server shutting down");
+  CAF_REQUIRE(eventually([&] { return handler->closes().size() == 1; }));
+  CAF_CHECK_EQUAL(handler->close_code(), 1001);
+  CAF_CHECK_EQUAL(server->in_flight(), 0u);
+  // A new handshake is answered like any request during the drain.
+  ws_client late;
+  websocket::response_type res;
+  CAF_CHECK(late.open(port, "/ws", res) == websocket::error::upgrade_declined);
+  CAF_CHECK_EQUAL(res.result_int(), 503u);
 }
 
 CAF_TEST_FIXTURE_SCOPE_END()

@@ -167,7 +167,9 @@ CAF_TEST(an empty file gives the defaults) {
 // -- shipped files ------------------------------------------------------------
 
 CAF_TEST(the example file loads with zero errors and documents the defaults) {
-  auto r = load(HOTSWAP_SOURCE_DIR "/config/hotswap.example.toml", {});
+  // The example declares a signed topic: its key variable must be set.
+  auto r = load(HOTSWAP_SOURCE_DIR "/config/hotswap.example.toml",
+                {"HOTSWAP_PAYMENTS_HMAC_KEY=example-key"});
   if (!r.config)
     CAF_FAIL("example file has errors:" << dump(r));
   CAF_CHECK(r.errors.empty());
@@ -755,7 +757,8 @@ CAF_TEST(entity supervision settings are bounded) {
 }
 
 CAF_TEST(topic tables name the variable that holds their key) {
-  auto cfg = expect_ok("[messages.topics.\"orders.v1\"]\nhmac_key_env = \"ORDERS_KEY\"\n");
+  auto cfg = expect_ok("[messages.topics.\"orders.v1\"]\nhmac_key_env = \"ORDERS_KEY\"\n",
+                       {"ORDERS_KEY=k"});
   CAF_CHECK_EQUAL(cfg.messages.topics.at("orders.v1").hmac_key_env, "ORDERS_KEY");
   expect_error("[messages.topics.\"orders.v1\"]\n", "messages.topics.\"orders.v1\".hmac_key_env",
                "missing");
@@ -764,6 +767,16 @@ CAF_TEST(topic tables name the variable that holds their key) {
   expect_error("[messages.topics.orders]\nhmac_key_env = \"bad name\"\n",
                "messages.topics.orders.hmac_key_env", "environment variable name");
   expect_error("[messages]\ntopics = 3\n", "messages.topics", "expected a table");
+}
+
+CAF_TEST(a topic whose key variable is unset or empty is an error naming the key) {
+  expect_error("[messages.topics.\"orders.v1\"]\nhmac_key_env = \"ORDERS_KEY\"\n",
+               "messages.topics.\"orders.v1\".hmac_key_env", "ORDERS_KEY is not set");
+  auto r = load_text("[messages.topics.\"orders.v1\"]\nhmac_key_env = \"ORDERS_KEY\"\n",
+                     {"ORDERS_KEY=", "OTHER_KEY=x"});
+  CAF_CHECK(!r.config);
+  CAF_CHECK(has(r, "messages.topics.\"orders.v1\".hmac_key_env", "ORDERS_KEY is not set"));
+  CAF_CHECK_EQUAL(r.errors.size(), 1u);
 }
 
 // -- worker ----------------------------------------------------------------------

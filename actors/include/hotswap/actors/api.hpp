@@ -17,6 +17,7 @@
 #include "hotswap/actors/fleet.hpp"
 #include "hotswap/actors/http_types.hpp"
 #include "hotswap/actors/identity.hpp"
+#include "hotswap/actors/messages.hpp"
 #include "hotswap/actors/module_catalog.hpp"
 #include "hotswap/actors/module_host.hpp"
 #include "hotswap/actors/rate_limiter.hpp"
@@ -52,6 +53,8 @@ struct api_env {
   fleet_actor fleet;
   deployment_host_actor deployments;
   approval_host_actor approvals;
+  /// The message queue (Messages API); null without the api role.
+  message_broker_actor messages;
 };
 
 using bridge_actor = caf::typed_actor<caf::reacts_to<http_exchange_ptr>,

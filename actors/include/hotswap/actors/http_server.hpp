@@ -36,6 +36,17 @@ struct http_server_options {
   /// How long the request line and header fields may take once the first
   /// byte arrived (and how long a new connection may stay silent).
   std::chrono::milliseconds header_timeout{15000};
+  /// WebSocket send buffer of one connection, in messages (the one being
+  /// written included). A send() that finds it full is refused and the
+  /// connection closed with 1008: a client too slow to read is cut off
+  /// instead of growing the buffer.
+  size_t ws_max_queued_messages = 1024;
+  /// The same buffer in bytes of message text; a single message larger than
+  /// this can never be queued.
+  uint64_t ws_max_queued_bytes = 8 << 20;
+  /// Largest message a WebSocket client may send; a larger one closes the
+  /// connection with 1009.
+  uint64_t ws_max_message_bytes = 64 << 10;
 };
 
 /// The HTTP listener. All members are thread-safe except that stop() (and the
@@ -60,16 +71,23 @@ public:
 
   /// From now on every new request (also the next one on a keep-alive
   /// connection) gets 503 + Retry-After + Connection: close; dispatched
-  /// requests finish normally. The listener keeps accepting.
+  /// requests finish normally. The listener keeps accepting. Every open
+  /// WebSocket gets close 1001 "server shutting down" after the messages
+  /// already queued (its client reconnects elsewhere); the drain does not
+  /// wait for them.
   void begin_drain();
 
   bool draining() const;
 
-  /// Requests dispatched and not yet responded to.
+  /// Requests dispatched and not yet responded to (an accepted WebSocket
+  /// no longer counts).
   size_t in_flight() const;
 
   /// Closes the listener and every connection, stops and joins the io
-  /// threads. Idempotent. Responses that arrive later are dropped.
+  /// threads. Idempotent. Responses that arrive later are dropped. Open
+  /// WebSockets get close 1001 (unsent messages are dropped) and at most
+  /// one second to answer it; every ws_handler gets its on_close() before
+  /// stop() returns.
   void stop();
 
 private:

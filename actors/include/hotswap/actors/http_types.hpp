@@ -80,6 +80,14 @@ public:
 
   /// Once, when the connection ended for any reason (after on_open; also
   /// when the handshake failed, with code 1006).
+  ///
+  /// `code`: that of the close frame the server sent (ws_connection::close,
+  /// 1008 too slow, 1009 message too big, 1003 binary message, 1001 drain or
+  /// stop), else the client's (1005 if its frame had none), else 1006.
+  /// Every handler given to the server in http_response::upgrade gets it,
+  /// also when the handshake never happened (1006: the request was no
+  /// handshake, or the connection or the server went away first); in that
+  /// case it may run on the thread that called http_exchange::respond().
   virtual void on_close(uint16_t code, std::string reason) = 0;
 };
 

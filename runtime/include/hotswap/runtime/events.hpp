@@ -46,9 +46,6 @@ std::optional<std::pair<uint64_t, uint64_t>> parse_event_id(const std::string& i
 /// a < b in log order (both must parse).
 bool event_id_less(const std::string& a, const std::string& b);
 
-/// The JSON the WebSocket sends for `ev` (the contract's field names).
-std::string to_json(const event_record& ev);
-
 class event_log {
 public:
   virtual ~event_log();

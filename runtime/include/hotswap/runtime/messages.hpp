@@ -28,12 +28,26 @@
 //   retained message of it. Each message reaches one consumer of a group at a
 //   time, and never again after the group acknowledged it.
 // - acknowledge(id, group, now): group non-empty -> for that group (errc::
-//   conflict when the message was never delivered to the group, idempotent
-//   when already acknowledged); empty group -> for the message as a whole
-//   (legacy: no group receives it afterwards). Returns the message afterwards
-//   (status acknowledged).
-// - Message status as a whole: pending (never delivered), delivered (leased to
-//   a group, not acknowledged), acknowledged, failed (dead-lettered), expired.
+//   conflict when the message was never delivered to the group or was
+//   dead-lettered for it, idempotent when already acknowledged); empty group
+//   -> for the message as a whole (legacy: no group receives it afterwards).
+//   Returns the message afterwards as the acknowledging group sees it: status
+//   acknowledged, acknowledged_at = when it was acknowledged (the first
+//   acknowledgement; a retry changes nothing), delivery_attempts = the
+//   group's attempts (the maximum over groups for an empty group).
+// - Message status as a whole (get, list_topic): pending (no group received
+//   it yet), delivered (some group received it), acknowledged (acknowledged
+//   as a whole, or by a group while no other group still owes it), failed
+//   (dead-lettered for some group, whatever other groups did before; only an
+//   acknowledgement as a whole changes that), expired (marked by a consume of
+//   its topic after expires_at).
+// - Clarifications both implementations follow: the backoff exponent is
+//   capped at 30 (2^(n-1) with n - 1 <= 30); a lease that ended after
+//   max_attempts is dead-lettered by the next consume of that (topic, group),
+//   not by a timer; the DLQ copy has a new UUID, expires_at 0, created_at =
+//   the consume's `now`, status pending, and everything else of the
+//   original; x-dead-letter-reason is a sentence, x-delivery-attempts the
+//   group's attempts in decimal.
 
 #include <cstdint>
 #include <map>
@@ -72,7 +86,7 @@ struct message_record {
   std::string partition_key;
   millis created_at = 0;      ///< set by the broker at publish
   int32_t status = 0;         ///< message_status
-  millis acknowledged_at = 0; ///< 0 = not acknowledged as a whole
+  millis acknowledged_at = 0; ///< when status became acknowledged; 0 = not acknowledged
   int32_t delivery_attempts = 0; ///< in consume results: this group's attempts; else the maximum over groups
   std::string published_by;   ///< user name of the publisher
   std::string tenant_id;      ///< tenant of the publisher ("" = platform)
