@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -14,7 +15,9 @@
 #include "caf/stateful_actor.hpp"
 #include "caf/typed_event_based_actor.hpp"
 
+#include "hotswap/actors/events.hpp"
 #include "hotswap/actors/invocation_window.hpp"
+#include "hotswap/runtime/crypto.hpp"
 #include "hotswap/actors/version_router.hpp"
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/log.hpp"
@@ -62,13 +65,76 @@ private:
 
 // -- the gateway ------------------------------------------------------------------------
 
+/// How long one consume of a module's topic subscription waits for messages.
+constexpr uint32_t module_consume_wait_ms = 5000;
+constexpr uint32_t module_consume_batch = 10;
+
+using handlers_atom = caf::atom_constant<caf::atom("handlers")>;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
+
+struct gateway_state {
+  std::vector<caf::actor> handlers; ///< the version's actors (deliveries go round robin)
+  size_t next = 0;
+  std::set<std::string> sources;    ///< subscriptions made (idempotent)
+  static inline const char* name = "module_gateway";
+};
+
+std::string message_json(const message_record& m) {
+  boost::json::object o;
+  o["messageId"] = m.id;
+  o["topicName"] = m.topic;
+  boost::system::error_code ec;
+  auto payload = boost::json::parse(m.payload, ec);
+  o["payload"] = ec ? boost::json::value(m.payload) : std::move(payload);
+  o["schemaVersion"] = m.schema_version;
+  boost::json::object headers;
+  for (auto& [k, v] : m.headers)
+    headers[k] = v;
+  o["headers"] = std::move(headers);
+  o["correlationId"] = m.correlation_id;
+  o["priority"] = m.priority;
+  o["deliveryAttempts"] = m.delivery_attempts;
+  return boost::json::serialize(o);
+}
+
 /// What a module reaches through context::runtime: runtime code that knows
-/// which module and version it serves.
-caf::behavior gateway(caf::event_based_actor* self, module_host_actor host, std::string module,
-                      std::string version, std::string settings, std::string tenant) {
+/// which module and version it serves. It also runs the version's
+/// subscriptions: the event stream (as a subscriber of the events hub) and
+/// topics (a consume loop in group "module:<name>" that acknowledges what
+/// the module answered without error).
+caf::behavior gateway(caf::stateful_actor<gateway_state>* self, module_host_actor host,
+                      std::string module, std::string version, std::string settings,
+                      std::string tenant, message_broker_actor broker) {
+  auto deliver = [=]() -> std::optional<caf::actor> {
+    auto& st = self->state;
+    if (st.handlers.empty())
+      return std::nullopt;
+    auto h = st.handlers[st.next++ % st.handlers.size()];
+    return h;
+  };
+  auto group = "module:" + module;
   return {
     [=](sdk::publish_atom, sdk::event& ev) {
-      caf::anon_send(host, sdk::publish_atom::value, module, version, std::move(ev));
+      caf::anon_send(host, sdk::publish_atom::value, module, version, ev);
+      if (!broker) {
+        logger("worker")->warn("{} {}: published to {} but this node has no message queue",
+                               module, version, ev.topic);
+        return;
+      }
+      message_record m;
+      m.id = crypto::uuid4();
+      m.topic = ev.topic;
+      m.payload = ev.payload;
+      m.schema_version = "1.0";
+      m.published_by = "module:" + module;
+      m.tenant_id = tenant;
+      m.headers["x-module-version"] = version;
+      self->request(broker, caf::infinite, put_atom::value, std::move(m))
+        .then([](const message_record&, bool) {},
+              [=](caf::error& err) {
+                logger("worker")->warn("{} {}: publish to {} failed: {}", module, version,
+                                       ev.topic, error_detail(err));
+              });
     },
     [=](sdk::metric_atom, sdk::metric& m) {
       caf::anon_send(host, sdk::metric_atom::value, module, version, std::move(m));
@@ -86,6 +152,62 @@ caf::behavior gateway(caf::event_based_actor* self, module_host_actor host, std:
                 rp.deliver(std::move(r));
               });
       return rp;
+    },
+    [=](handlers_atom, std::vector<caf::actor>& hs) { self->state.handlers = std::move(hs); },
+    [=](sdk::subscribe_atom, std::string& source) {
+      auto& st = self->state;
+      if (!st.sources.insert(source).second)
+        return;
+      if (source == "events") {
+        auto hub = events_hub_of(self->system());
+        if (hub)
+          self->send(hub, subscribe_atom::value, caf::actor_cast<caf::actor>(self));
+        return;
+      }
+      if (source.rfind("topic:", 0) == 0 && source.size() > 6 && broker) {
+        self->send(self, poll_atom::value, source.substr(6));
+        return;
+      }
+      logger("worker")->warn("{} {}: cannot subscribe to '{}'", module, version, source);
+      st.sources.erase(source);
+    },
+    [=](event_atom, const std::vector<event_record>& evs) {
+      for (auto& ev : evs) {
+        if (!tenant.empty() && ev.tenant_id != tenant)
+          continue;
+        if (auto h = deliver())
+          self->request(*h, caf::infinite, sdk::deliver_atom::value,
+                        sdk::event{"events", to_json(ev)})
+            .then([](const sdk::reply&) {}, [](caf::error&) {});
+      }
+    },
+    [=](poll_atom, const std::string& topic) {
+      self->request(broker, caf::infinite, consume_atom::value, topic, group,
+                    module_consume_batch, module_consume_wait_ms)
+        .then(
+          [=](std::vector<message_record>& msgs) {
+            for (auto& m : msgs) {
+              auto h = deliver();
+              if (!h)
+                break; // not acknowledged: redelivered after the ack deadline
+              auto id = m.id;
+              self->request(*h, caf::infinite, sdk::deliver_atom::value,
+                            sdk::event{m.topic, message_json(m)})
+                .then(
+                  [=](const sdk::reply& r) {
+                    if (r.ok())
+                      self->request(broker, caf::infinite, ack_atom::value, id, group)
+                        .then([](const message_record&) {}, [](caf::error&) {});
+                  },
+                  [](caf::error&) {});
+            }
+            self->send(self, poll_atom::value, topic);
+          },
+          [=](caf::error& err) {
+            logger("worker")->warn("{} {}: consuming {} failed: {}", module, version, topic,
+                                   error_detail(err));
+            self->delayed_send(self, std::chrono::seconds(1), poll_atom::value, topic);
+          });
     },
   };
 }
@@ -610,8 +732,9 @@ void loaded(host_ptr self, const stage_command& cmd, library_ptr lib) {
   if (auto i = st.env.settings.find(cmd.module); i != st.env.settings.end())
     settings = i->second;
   s.gateway = self->system().spawn(gateway, module_host_actor{self}, cmd.module, cmd.version,
-                                   settings, s.lib->record.tenant_id);
+                                   settings, s.lib->record.tenant_id, st.env.messages);
   spawn_handlers(self, s, cmd.module, cmd.version, std::max<uint32_t>(1, st.env.instances));
+  caf::anon_send(s.gateway, handlers_atom::value, s.actors);
   uint32_t weight = cmd.weight >= 0 ? static_cast<uint32_t>(cmd.weight)
                                     : (m.router.total_weight() == 0 ? 100u : 0u);
   m.router.add(cmd.version, weight);
@@ -953,10 +1076,10 @@ module_host_actor::behavior_type host(host_ptr self, module_host_env env) {
       return out;
     },
     [=](sdk::publish_atom, std::string& module, std::string& version, sdk::event& ev) {
-      // The event stream arrives with the events issue; until then module
-      // events are logged and counted.
+      // The gateway publishes the message; the host counts and logs it.
       auto& st = self->state;
-      logger("worker")->info("{} event {}: {}", tag(st, module, version), ev.topic, ev.payload);
+      logger("worker")->debug("{} published to {}: {}", tag(st, module, version), ev.topic,
+                              ev.payload);
       if (st.env.metrics)
         st.env.metrics->module_events().Increment();
     },

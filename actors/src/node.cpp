@@ -2,6 +2,7 @@
 
 #include "hotswap/actors/events.hpp"
 #include "hotswap/cluster/redis_events.hpp"
+#include "hotswap/cluster/redis_messages.hpp"
 #include "hotswap/runtime/events.hpp"
 
 #include <atomic>
@@ -410,6 +411,38 @@ int run_node(const config::node_config& cfg) {
   events_options eopts;
   eopts.retention = static_cast<millis>(cfg.events.retention_seconds) * 1000;
   auto events = spawn_events_hub(sys, std::move(elog), std::move(etail), eopts, &metrics);
+  // The message queue (docs/messages.md): one broker per node, owning its own
+  // store connection — the store's tables on a single node, Redis Streams in
+  // a cluster (every node shares one queue). The Messages API and the
+  // modules' publishes and topic subscriptions use it.
+  message_broker_actor messages;
+  {
+    message_policy mpolicy;
+    mpolicy.ack_deadline = static_cast<millis>(cfg.messages.ack_deadline_seconds) * 1000;
+    mpolicy.max_attempts = static_cast<int32_t>(cfg.messages.max_attempts);
+    mpolicy.backoff_initial = static_cast<millis>(cfg.messages.backoff_initial_ms);
+    auto mstore = clustered
+                    ? open_redis_message_store(cfg.cluster.registry,
+                                               cfg.cluster.key_prefix.empty()
+                                                 ? std::string{"hs:"}
+                                                 : cfg.cluster.key_prefix)
+                    : open_sql_message_store(cfg.store.url);
+    if (mstore)
+      messages = spawn_message_broker(sys, std::move(*mstore), mpolicy, &metrics);
+    else
+      log->error("messages: cannot open the message store: {} (the Messages API answers 503)",
+                 error_detail(mstore.error()));
+  }
+  // Stopped however run_node returns (a detached actor left running would
+  // keep the actor system from shutting down).
+  struct stop_on_return {
+    caf::actor a;
+    ~stop_on_return() {
+      if (a)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+    }
+  } stop_messages{caf::actor_cast<caf::actor>(messages)},
+    stop_events{caf::actor_cast<caf::actor>(events)};
   auto directory_workers = std::make_shared<worker_registry>();
   directory_env dirv;
   dirv.node_id = cfg.node.id;
@@ -469,6 +502,7 @@ int run_node(const config::node_config& cfg) {
       settings[name] = m.settings_json;
     for (auto& env : cfg.node.environments) {
       module_host_env me;
+      me.messages = messages;
       me.node_id = cfg.node.id;
       me.environment = env;
       me.require_signed = cfg.environments.at(env).require_signed_modules;
@@ -579,32 +613,7 @@ int run_node(const config::node_config& cfg) {
   aenv.fleet = fleet;
   aenv.deployments = deployments;
   aenv.approvals = approvals;
-  // Messages API (docs/messages.md): one broker per node with the api role,
-  // owning its own store connection; stopped when run_node returns.
-  if (has_role("api")) {
-    message_policy mpolicy;
-    mpolicy.ack_deadline = static_cast<millis>(cfg.messages.ack_deadline_seconds) * 1000;
-    mpolicy.max_attempts = static_cast<int32_t>(cfg.messages.max_attempts);
-    mpolicy.backoff_initial = static_cast<millis>(cfg.messages.backoff_initial_ms);
-    // CLUSTER: when `clustered` with a redis:// registry, open the Redis
-    // Streams message store (cluster/redis_messages.hpp) here and pass it to
-    // spawn_message_broker instead. Until then a cluster shares the SQL store
-    // on PostgreSQL (cfg.store.url).
-    auto mstore = open_sql_message_store(cfg.store.url);
-    if (mstore)
-      aenv.messages = spawn_message_broker(sys, std::move(*mstore), mpolicy, &metrics);
-    else
-      log->error("messages: cannot open the message store on {}: {} (the Messages API answers "
-                 "503)",
-                 cfg.store.url, error_detail(mstore.error()));
-  }
-  struct stop_broker {
-    message_broker_actor broker;
-    ~stop_broker() {
-      if (broker)
-        caf::anon_send_exit(broker, caf::exit_reason::user_shutdown);
-    }
-  } stop_messages{aenv.messages};
+  aenv.messages = messages;
   std::vector<bridge_actor> bridges;
   for (uint32_t i = 0; i < std::max(1u, cfg.http.io_threads); ++i)
     bridges.push_back(spawn_bridge(sys, aenv));

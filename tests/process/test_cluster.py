@@ -19,9 +19,11 @@ import signal
 import subprocess
 import tempfile
 import unittest
+import time
 import uuid
 
 import harness
+from wsclient import WebSocket
 import test_deployments as td
 import test_store_outage as outage
 
@@ -247,6 +249,34 @@ class ClusterTest(ClusterCase):
         self.assertEqual(lists[0], sorted(ids))
         self.assertEqual(lists[0], lists[1])
         self.assertEqual(lists[1], lists[2])
+
+
+    def test_a_subscriber_on_one_node_sees_events_of_every_owner(self):
+        self.start_cluster()
+        self.use("A")
+        ws = WebSocket(self.n.port, "/api/v1/events", token=self.n.token("viewer"))
+        self.addCleanup(ws.close)
+        ws.send_json({"subscribe": "all"})
+        self.assertEqual(ws.recv_json()["type"], "Subscribed")
+        self.upload("echo", "1.0.0", signed=False)
+        self.upload("echo", "2.0.0", signed=False)
+        owners = {}
+        for key, version in (("B", "1.0.0"), ("C", "2.0.0")):
+            # Created on B, then on C: each node owns the deployment it created.
+            self.use(key)
+            eid = self.deploy_ok("echo", version, "Development")
+            owners[eid] = self.nodes[key].node_id
+            self.assertEnded(eid, "Succeeded")
+        seen = {}
+        deadline = time.monotonic() + td.DEPLOY_DEADLINE
+        while any(seen.get(e, [None])[-1] != "Succeeded" for e in owners):
+            self.assertGreater(deadline - time.monotonic(), 0, f"events seen on A: {seen}")
+            ev = ws.recv_json(timeout=max(0.1, deadline - time.monotonic()))
+            if ev.get("executionId") in owners and ev["type"] == "DeploymentStatusChanged":
+                self.assertEqual(ev["details"]["node"], owners[ev["executionId"]], ev)
+                seen.setdefault(ev["executionId"], []).append(ev["status"])
+        for eid in owners:
+            self.assertIn("Running", seen[eid], seen)
 
 
 class FailoverTest(ClusterCase):

@@ -214,5 +214,66 @@ class EventStreamTest(EventsCase):
         self.assertEqual(ws.recv_json()["type"], "Unsubscribed")
 
 
+class ModulePubSubTest(EventsCase):
+    """The example module `watcher` subscribes to the event stream and to topic watcher.in through
+    its module context and publishes to watcher.out (examples/modules/watcher.cpp)."""
+
+    MESSAGES = "/api/v1/messages"
+
+    def setUp(self):
+        self.start_node(environments={"Development": {}},
+                        messages={"ack_deadline_seconds": 1, "max_attempts": 2,
+                                  "backoff_initial_ms": 100})
+        self.upload("watcher", "1.0.0")
+        self.stage_baseline("Development", "watcher", "1.0.0")
+
+    def topic(self, name):
+        resp = self.n.get(f"{self.MESSAGES}/topic/{name}?limit=1000", user="viewer")
+        self.assertStatus(resp, 200)
+        return resp.body
+
+    def publish(self, topic, payload):
+        resp = self.n.post(f"{self.MESSAGES}/publish", {"topicName": topic, "payload": payload,
+                                                        "schemaVersion": "1.0"}, user="deployer")
+        self.assertStatus(resp, 201)
+        return resp.body["messageId"]
+
+    def wait_out(self, predicate, what):
+        return harness.wait_until(
+            lambda: [m for m in self.topic("watcher.out") if predicate(m["payload"])],
+            EVENT_DEADLINE, what)
+
+    def test_module_consumes_a_topic_and_publishes(self):
+        mid = self.publish("watcher.in", {"order": 7})
+        out = self.wait_out(lambda p: p.get("seen", {}).get("messageId") == mid,
+                            "the module's answer on watcher.out")
+        self.assertEqual(out[0]["payload"]["seen"]["payload"], {"order": 7})
+        self.assertEqual(out[0]["headers"].get("x-module-version"), "1.0.0", out[0])
+        harness.wait_until(lambda: self.n.get(f"{self.MESSAGES}/{mid}", user="viewer")
+                           .body["status"] == "Acknowledged", EVENT_DEADLINE,
+                           "the module's acknowledgement")
+
+    def test_a_message_the_module_rejects_is_redelivered_then_dead_lettered(self):
+        mid = self.publish("watcher.in", {"please": "reject"})
+        dlq = harness.wait_until(
+            lambda: [m for m in self.topic("watcher.in.dlq")
+                     if m["headers"].get("x-original-message-id") == mid],
+            EVENT_DEADLINE, "the rejected message in watcher.in.dlq")
+        self.assertEqual(dlq[0]["headers"].get("x-consumer-group"), "module:watcher", dlq[0])
+        self.assertTrue(dlq[0]["headers"].get("x-dead-letter-reason"), dlq[0])
+        self.assertEqual(self.n.get(f"{self.MESSAGES}/{mid}", user="viewer").body["status"],
+                         "Failed")
+        counters = self.invoke("watcher", "", "Development").body
+        self.assertIn("rejected=2", counters, "two attempts (max_attempts = 2)")
+
+    def test_module_reacts_to_deployment_events(self):
+        self.upload("echo", "1.0.0")
+        eid = self.deploy_ok("echo", "1.0.0", "Development")
+        self.wait_out(lambda p: p.get("deploymentSucceeded") == eid,
+                      "the module's message about the deployment")
+        counters = self.invoke("watcher", "", "Development").body
+        self.assertNotIn("events=0", counters)
+
+
 if __name__ == "__main__":
     unittest.main()

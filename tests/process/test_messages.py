@@ -580,8 +580,31 @@ class MessageDurabilityTest(NodeTestCase):
         self.assertEqual(len(got2), self.TOTAL)
         self.assertEqual(set(got2), set(ids))
         total = time.monotonic() - started
-        sys_msg = f"published {self.TOTAL} in {published_in:.1f}s, whole test {total:.1f}s"
-        print(sys_msg)
+        print(f"published {self.TOTAL} in {published_in:.1f}s, whole test {total:.1f}s")
+
+    def test_on_postgresql_messages_survive_sigkill_too(self):
+        # The same store code on PostgreSQL (what a cluster uses until the Redis store is wired).
+        n = self.node(pg=True)
+        token = n.token("deployer")
+        name = topic("durable-pg")
+        ids = [f"pg-{i:04d}-{harness.unique()}" for i in range(500)]
+
+        def publish(mid):
+            r = n.request("POST", "/api/v1/messages/publish",
+                          body={"messageId": mid, "topicName": name, "payload": {"id": mid}},
+                          token=token)
+            if r.status != 201:
+                raise AssertionError(f"publish {mid}: {r!r}")
+
+        self.parallel(self.THREADS, ids, publish)
+        n.kill()
+        n.start()
+        n.forget_tokens()
+        token = n.token("deployer")
+        got = self.drain(n, token, name, "g1", ack=True)
+        self.assertEqual(sorted(got), sorted(ids))
+        self.assertEqual(self.drain(n, token, name, "g1", ack=False), [])
+        self.assertEqual(sorted(self.drain(n, token, name, "g2", ack=False)), sorted(ids))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ std::string plain_shared_library() {
 
 CAF_TEST(the runtime ABI token is the SDK token) {
   CAF_CHECK_EQUAL(std::string{runtime_abi_token()}, std::string{HOTSWAP_ABI_TOKEN});
-  CAF_CHECK(contains(runtime_abi_token(), "hotswap-sdk/1 "));
+  CAF_CHECK(contains(runtime_abi_token(), "hotswap-sdk/2 "));
 }
 
 CAF_TEST(echo 1.0.0 inspects to its name version and ABI token) {
@@ -165,7 +165,7 @@ CAF_TEST(a truncated module is refused at every length) {
 
 CAF_TEST(a module built for another ABI is refused naming both tokens) {
   auto bytes = example_module("echo-1.0.0.so");
-  CAF_REQUIRE_GREATER(patch_all(bytes, "hotswap-sdk/1", "hotswap-sdk/9"), 0u);
+  CAF_REQUIRE_GREATER(patch_all(bytes, "hotswap-sdk/2", "hotswap-sdk/9"), 0u);
   auto msg = reason(inspect_module_file(bytes));
   CAF_MESSAGE(msg);
   CAF_CHECK(contains(msg, "built for another ABI: hotswap-sdk/9"));

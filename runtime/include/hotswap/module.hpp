@@ -42,7 +42,7 @@
 
 /// The version of this SDK. Incremented on any change to the entry point,
 /// the structs or the message shapes below.
-#define HOTSWAP_SDK_VERSION 1
+#define HOTSWAP_SDK_VERSION 2
 
 #define HOTSWAP_SDK_STR2(x) #x
 #define HOTSWAP_SDK_STR(x) HOTSWAP_SDK_STR2(x)
@@ -59,8 +59,13 @@ namespace hotswap::sdk {
 
 /// Runtime -> module: one request. Module -> runtime: call another module.
 using invoke_atom = caf::atom_constant<caf::atom("invoke")>;
-/// Module -> runtime: publish an event (fire and forget).
+/// Module -> runtime: publish a durable message on a topic of the message
+/// queue (fire and forget; event.topic is the topic, event.payload JSON).
 using publish_atom = caf::atom_constant<caf::atom("publish")>;
+/// Module -> runtime: receive a stream (fire and forget, idempotent).
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+/// Runtime -> module: one delivery of a subscribed stream (a request).
+using deliver_atom = caf::atom_constant<caf::atom("deliver")>;
 /// Module -> runtime: read this module's configuration (JSON text).
 using config_atom = caf::atom_constant<caf::atom("config")>;
 /// Module -> runtime: report a custom metric sample (fire and forget).
@@ -102,7 +107,7 @@ typename Inspector::result_type inspect(Inspector& f, reply& x) {
   return f(caf::meta::type_name("hotswap_sdk_reply"), x.payload, x.content_type, x.error);
 }
 
-/// An event a module publishes.
+/// A message a module publishes, or one delivery to a module.
 struct event {
   std::string topic;
   std::string payload;      ///< JSON text
@@ -130,7 +135,20 @@ typename Inspector::result_type inspect(Inspector& f, metric& x) {
 /// handle; copy what you need into the behavior.
 ///
 /// Messages to the runtime (send them to `runtime`):
-///   (publish_atom, event)                  -> no answer
+///   (publish_atom, event)                  -> no answer; a durable message on
+///                                             topic event.topic (the Messages
+///                                             API's queue), payload JSON
+///   (subscribe_atom, std::string source)   -> no answer; from then on the
+///                                             module's actors receive
+///                                             (deliver_atom, event) requests:
+///     "events"        every event of the node's event stream the module's
+///                     tenant may see (platform modules: all); topic "events",
+///                     payload the event JSON as WebSocket clients get it
+///     "topic:<name>"  the messages of topic <name> in consumer group
+///                     "module:<module name>"; topic <name>, payload the
+///                     message JSON. Answer a reply: without error the message
+///                     is acknowledged; with an error (or none within the ack
+///                     deadline) it is redelivered, then dead-lettered.
 ///   (metric_atom, metric)                  -> no answer
 ///   (config_atom)                          -> std::string (JSON text, "{}" when none)
 ///   (invoke_atom, std::string module, request) -> reply (same environment,

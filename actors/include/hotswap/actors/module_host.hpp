@@ -19,6 +19,7 @@
 #include "caf/replies_to.hpp"
 #include "caf/typed_actor.hpp"
 
+#include "hotswap/actors/messages.hpp"
 #include "hotswap/actors/module_loader.hpp"
 #include "hotswap/actors/worker_types.hpp"
 #include "hotswap/module.hpp"
@@ -66,6 +67,9 @@ struct module_host_env {
   std::chrono::milliseconds drain_timeout{10000};
   uint32_t window_seconds = 60;
   std::map<std::string, std::string> settings; ///< module name -> JSON settings
+  /// The message queue modules publish to and consume from (invalid: module
+  /// publishes and topic subscriptions are refused with a log line).
+  message_broker_actor messages;
 };
 
 module_host_actor spawn_module_host(caf::actor_system& sys, module_host_env env);
