@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import unittest
+import threading
 import time
 import uuid
 
@@ -364,9 +365,12 @@ class FailoverTest(ClusterCase):
 
 
 class PrivateRedis:
-    """A Redis server of this test only (no persistence), so the test can restart it empty."""
+    """A Redis server of this test only, so the test can restart it: without persistence (it
+    comes back empty) or with AOF fsynced on every write (it comes back with every write it
+    acknowledged)."""
 
-    def __init__(self):
+    def __init__(self, persistent=False):
+        self.persistent = persistent
         self.dir = tempfile.mkdtemp(prefix="hstest-redis-")
         self.port = harness.free_port()
         self.proc = None
@@ -379,7 +383,8 @@ class PrivateRedis:
         try:
             self.proc = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.dir],
+                 "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+                 "--dir", self.dir],
                 stdout=open(os.path.join(self.dir, "redis.log"), "ab"),
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
@@ -396,6 +401,84 @@ class PrivateRedis:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MessagesClusterTest(ClusterCase):
+    """The message queue of a cluster lives in Redis Streams: every node publishes to and
+    consumes from the same queue, and a Redis restart with persistence loses nothing."""
+
+    def publish_many(self, count, topic):
+        ids = []
+        lock = threading.Lock()
+
+        def run(key, n):
+            node = self.nodes[key]
+            token = node.token("deployer")
+            for i in range(n):
+                resp = node.post("/api/v1/messages/publish",
+                                 {"topicName": topic, "payload": {"i": i, "via": key},
+                                  "schemaVersion": "1.0"}, token=token)
+                self.assertEqual(resp.status, 201, resp)
+                with lock:
+                    ids.append(resp.body["messageId"])
+        threads = [threading.Thread(target=run, args=(key, count // 3)) for key in "ABC"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(len(ids), count // 3 * 3)
+        return ids
+
+    def consume_all(self, topic, group, keys="ABC", limit=None):
+        """Consumes and acknowledges round robin over `keys` until the queue is empty (or
+        `limit` messages); returns the ids in delivery order."""
+        got = []
+        i = 0
+        while limit is None or len(got) < limit:
+            node = self.nodes[keys[i % len(keys)]]
+            i += 1
+            want = 100 if limit is None else min(100, limit - len(got))
+            resp = node.post(f"/api/v1/messages/topics/{topic}/consume",
+                             {"group": group, "max": want}, user="deployer")
+            self.assertStatus(resp, 200)
+            if not resp.body:
+                break
+            for m in resp.body:
+                got.append(m["messageId"])
+                ack = node.post(f"/api/v1/messages/{m['messageId']}/acknowledge",
+                                {"group": group}, user="deployer")
+                self.assertStatus(ack, 200)
+        return got
+
+    def test_redis_restart_with_persistence_loses_no_message(self):
+        redis = PrivateRedis(persistent=True).start()
+        self.addCleanup(redis.cleanup)
+        self.start_cluster(registry=redis.url)
+        topic = harness.unique("orders.")
+        ids = self.publish_many(3000, topic)
+        first = self.consume_all(topic, "billing", keys="B", limit=500)
+        self.assertEqual(len(first), 500)
+
+        redis.stop()  # SIGKILL
+        redis.start()  # same directory: the AOF replays
+        self.wait_members(3)
+        # A node's first request after the restart may meet its broken connection (503); each
+        # node's queue answers again by itself.
+        for key in "ABC":
+            harness.wait_until(
+                lambda: self.nodes[key].post(f"/api/v1/messages/topics/{topic}/consume",
+                                             {"group": "probe", "max": 1},
+                                             user="deployer").status == 200,
+                td.STATE_DEADLINE, f"the queue to answer on {key}")
+
+        rest = self.consume_all(topic, "billing")
+        delivered = first + rest
+        self.assertEqual(len(delivered), len(set(delivered)), "no message twice to one group")
+        self.assertEqual(set(delivered), set(ids), "every published message delivered")
+        # Nothing comes back after acknowledgement, and another group gets everything.
+        self.assertEqual(self.consume_all(topic, "billing"), [])
+        audit = self.consume_all(topic, "audit")
+        self.assertEqual(sorted(audit), sorted(ids))
 
 
 class OutageTest(ClusterCase):
