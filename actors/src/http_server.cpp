@@ -464,6 +464,8 @@ public:
     }
     if (!overflow.empty()) {
       core_->log->info("[R:{}] websocket from {} closing: {}", request_id_, peer_, overflow);
+      if (core_->metrics != nullptr)
+        core_->metrics->slow_subscribers_closed().Increment();
       asio::post(ex_, [self = shared_from_this()] { self->on_close_requested(ws_close_timeout); });
       return false;
     }

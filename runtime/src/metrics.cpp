@@ -170,7 +170,7 @@ node_metrics::node_metrics() : registry_(std::make_shared<prometheus::Registry>(
   event_subscribers_ = gauge("hotswap_event_subscribers",
                              "WebSocket event subscribers connected to this node");
   slow_subscribers_closed_ = counter("hotswap_event_slow_subscribers_closed_total",
-                                     "Subscribers disconnected because their buffer was full");
+                                     "WebSockets closed (1008) because their send buffer was full");
   messages_published_ = counter("hotswap_messages_published_total", "Messages published");
   messages_delivered_ = counter("hotswap_messages_delivered_total",
                                 "Message deliveries to consumer groups (incl. redeliveries)");

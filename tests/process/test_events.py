@@ -129,6 +129,15 @@ class EventStreamTest(EventsCase):
             harness.parse_time(e["timestamp"])
         # The deployment's REST view agrees with the last event.
         self.assertEqual(self.get_deployment(eid)["status"], "Succeeded")
+        # Metrics: what this node appended and sent, and the open subscriber.
+        self.assertGreaterEqual(harness.metric(self.n, "hotswap_events_published_total"),
+                                len(mine))
+        self.assertGreaterEqual(harness.metric(self.n, "hotswap_events_delivered_total"),
+                                len(mine))
+        self.assertEqual(harness.metric(self.n, "hotswap_event_subscribers"), 1)
+        ws.close()
+        harness.wait_until(lambda: harness.metric(self.n, "hotswap_event_subscribers") == 0,
+                           EVENT_DEADLINE, "the subscriber gauge to drop")
 
     def test_resume_after_an_id_replays_exactly_the_missed_events(self):
         full = self.connect()  # stays connected throughout: the reference
