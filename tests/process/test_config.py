@@ -57,9 +57,12 @@ class CheckConfigTest(NodeTestCase):
     def test_example_config_is_valid(self):
         example = os.path.join(harness.source_dir(), "config", "hotswap.example.toml")
         self.assertTrue(os.path.isfile(example), f"{example} is missing")
-        rc, out, err = self.check(example)
+        # The example declares a signed topic; its key comes from the environment.
+        rc, out, err = self.check(example, {"HOTSWAP_PAYMENTS_HMAC_KEY": "example-key"})
         self.assertEqual(rc, 0, f"stdout: {out}\nstderr: {err}")
         self.assertIn("config ok", out)
+        # Without that variable the check names the key.
+        self.assertRejected(example, 'messages.topics."payments.events".hmac_key_env')
 
     def test_harness_config_is_valid(self):
         path = self.write(self.base_toml(rate_limits={"login": 1000, "global": 100000,
