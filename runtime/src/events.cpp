@@ -9,6 +9,8 @@
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/store.hpp"
 
+#include "store_impl.hpp"
+
 namespace hotswap {
 
 event_log::~event_log() = default;
@@ -63,11 +65,6 @@ public:
 
   ~sqlite_event_log() override {
     sqlite3_close_v2(db_);
-  }
-
-  caf::error configure() {
-    sqlite3_busy_timeout(db_, 5000);
-    return exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", "configuring");
   }
 
   caf::expected<std::vector<event_record>> append(std::vector<event_record> evs) override {
@@ -378,37 +375,22 @@ private:
   PGconn* conn_ = nullptr;
 };
 
-bool starts_with(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
-
 } // namespace
 
 caf::expected<std::unique_ptr<event_log>> open_sql_event_log(const std::string& url) {
-  static constexpr char sqlite_prefix[] = "sqlite://";
-  if (starts_with(url, sqlite_prefix)) {
-    auto path = url.substr(sizeof(sqlite_prefix) - 1);
-    sqlite3* db = nullptr;
-    auto rc = sqlite3_open_v2(path.c_str(), &db,
-                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                              nullptr);
-    if (rc != SQLITE_OK) {
-      std::string text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-      sqlite3_close_v2(db);
-      return caf::make_error(errc::unavailable, "event log " + path + ": cannot open: " + text);
-    }
-    auto log = std::make_unique<sqlite_event_log>(db, path);
-    if (auto err = log->configure())
-      return err;
-    return std::unique_ptr<event_log>{std::move(log)};
+  auto loc = detail::parse_store_url(url);
+  if (!loc)
+    return std::move(loc.error());
+  if (loc->sqlite) {
+    auto db = detail::open_sqlite_connection(loc->target, "event log");
+    if (!db)
+      return std::move(db.error());
+    return std::unique_ptr<event_log>{std::make_unique<sqlite_event_log>(*db, loc->target)};
   }
-  if (starts_with(url, "postgresql://") || starts_with(url, "postgres://")) {
-    auto log = std::make_unique<pg_event_log>(url);
-    // A server that is down now is not fatal: every call reconnects.
-    log->connect();
-    return std::unique_ptr<event_log>{std::move(log)};
-  }
-  return caf::make_error(errc::config_invalid, "unsupported store url '" + url + "'");
+  auto log = std::make_unique<pg_event_log>(loc->target);
+  // A server that is down now is not fatal: every call reconnects.
+  log->connect();
+  return std::unique_ptr<event_log>{std::move(log)};
 }
 
 } // namespace hotswap

@@ -43,6 +43,8 @@
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/store.hpp"
 
+#include "store_impl.hpp"
+
 namespace hotswap {
 
 message_store::~message_store() = default;
@@ -280,10 +282,7 @@ public:
   }
 
   caf::error configure() {
-    sqlite3_busy_timeout(db_, 5000);
     sqlite3_extended_result_codes(db_, 1);
-    if (auto err = exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", "configure"))
-      return err;
     // The tables come from the store's migrations: fail early without them.
     if (auto s = stmt("check", "SELECT 1 FROM message_groups, message_deliveries, messages "
                                "LIMIT 0");
@@ -774,15 +773,10 @@ private:
 };
 
 caf::expected<std::unique_ptr<message_store>> open_sqlite(const std::string& path) {
-  sqlite3* db = nullptr;
-  auto rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                            nullptr);
-  if (rc != SQLITE_OK) {
-    std::string text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    sqlite3_close_v2(db);
-    return caf::make_error(errc::unavailable, "sqlite " + path + ": cannot open: " + text);
-  }
-  auto st = std::make_unique<sqlite_message_store>(db, path);
+  auto db = detail::open_sqlite_connection(path, "message store");
+  if (!db)
+    return std::move(db.error());
+  auto st = std::make_unique<sqlite_message_store>(*db, path);
   if (auto err = st->configure())
     return err;
   return std::unique_ptr<message_store>{std::move(st)};
@@ -1433,26 +1427,13 @@ caf::expected<std::unique_ptr<message_store>> open_pg(const std::string& url) {
   return std::unique_ptr<message_store>{std::move(st)};
 }
 
-bool starts_with(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
-
 } // namespace
 
 caf::expected<std::unique_ptr<message_store>> open_sql_message_store(const std::string& url) {
-  static constexpr char sqlite_prefix[] = "sqlite://";
-  if (starts_with(url, sqlite_prefix)) {
-    auto path = url.substr(sizeof(sqlite_prefix) - 1);
-    if (path.empty())
-      return caf::make_error(errc::config_invalid,
-                             "store url '" + url + "' has no path (use sqlite://PATH)");
-    return open_sqlite(path);
-  }
-  if (starts_with(url, "postgresql://") || starts_with(url, "postgres://"))
-    return open_pg(url);
-  return caf::make_error(errc::config_invalid,
-                         "unsupported store url '" + url
-                           + "' (expected sqlite://PATH or postgresql://...)");
+  auto loc = detail::parse_store_url(url);
+  if (!loc)
+    return std::move(loc.error());
+  return loc->sqlite ? open_sqlite(loc->target) : open_pg(loc->target);
 }
 
 } // namespace hotswap

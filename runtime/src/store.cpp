@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include <boost/json.hpp>
+#include <sqlite3.h>
 
 #include "store_impl.hpp"
 
@@ -15,31 +16,53 @@ millis now_millis() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-namespace {
-
-bool starts_with(const std::string& s, const char* prefix) {
-  return s.rfind(prefix, 0) == 0;
+caf::expected<std::unique_ptr<store>> open_store(const std::string& url) {
+  auto loc = detail::parse_store_url(url);
+  if (!loc)
+    return std::move(loc.error());
+  return loc->sqlite ? detail::open_sqlite_store(loc->target) : detail::open_pg_store(loc->target);
 }
 
-} // namespace
+namespace detail {
 
-caf::expected<std::unique_ptr<store>> open_store(const std::string& url) {
+caf::expected<store_location> parse_store_url(const std::string& url) {
   static constexpr char sqlite_prefix[] = "sqlite://";
-  if (starts_with(url, sqlite_prefix)) {
+  auto starts_with = [&](const char* prefix) { return url.rfind(prefix, 0) == 0; };
+  if (starts_with(sqlite_prefix)) {
     auto path = url.substr(sizeof(sqlite_prefix) - 1);
     if (path.empty())
       return caf::make_error(errc::config_invalid,
                              "store url '" + url + "' has no path (use sqlite://PATH)");
-    return detail::open_sqlite_store(path);
+    return store_location{true, std::move(path)};
   }
-  if (starts_with(url, "postgresql://") || starts_with(url, "postgres://"))
-    return detail::open_pg_store(url);
+  if (starts_with("postgresql://") || starts_with("postgres://"))
+    return store_location{false, url};
   return caf::make_error(errc::config_invalid,
                          "unsupported store url '" + url
                            + "' (expected sqlite://PATH or postgresql://...)");
 }
 
-namespace detail {
+caf::expected<sqlite3*> open_sqlite_connection(const std::string& path, const std::string& what) {
+  sqlite3* db = nullptr;
+  auto rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            nullptr);
+  if (rc != SQLITE_OK) {
+    std::string text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return caf::make_error(errc::unavailable, what + " " + path + ": cannot open: " + text);
+  }
+  sqlite3_busy_timeout(db, 5000);
+  char* msg = nullptr;
+  rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", nullptr, nullptr,
+                    &msg);
+  if (rc != SQLITE_OK) {
+    std::string text = msg ? msg : sqlite3_errstr(rc);
+    sqlite3_free(msg);
+    sqlite3_close_v2(db);
+    return caf::make_error(errc::unavailable, what + " " + path + ": configuring: " + text);
+  }
+  return db;
+}
 
 std::string roles_to_json(const std::vector<std::string>& roles) {
   boost::json::array arr;

@@ -11,6 +11,8 @@
 #include "caf/error.hpp"
 #include "caf/expected.hpp"
 
+struct sqlite3;
+
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/store.hpp"
 
@@ -22,6 +24,22 @@ caf::expected<std::unique_ptr<store>> open_sqlite_store(const std::string& path)
 
 /// Opens a PostgreSQL store with a libpq connection string or URI.
 caf::expected<std::unique_ptr<store>> open_pg_store(const std::string& conninfo);
+
+/// Where a store URL points: an SQLite file or a PostgreSQL server.
+struct store_location {
+  bool sqlite = false;
+  std::string target; ///< the SQLite path, or the whole libpq URI
+};
+
+/// Parses `sqlite://PATH` or `postgresql://...` (also `postgres://`);
+/// errc::config_invalid naming the URL otherwise.
+caf::expected<store_location> parse_store_url(const std::string& url);
+
+/// Opens one more connection to the SQLite file of a store (the event log and
+/// the message queue have their own): read-write, not created here, with the
+/// store's pragmas (WAL, synchronous FULL, busy timeout 5 s). `what` names
+/// the user in errors. The caller owns the handle (sqlite3_close_v2).
+caf::expected<sqlite3*> open_sqlite_connection(const std::string& path, const std::string& what);
 
 /// Encodes roles as a JSON array of strings.
 std::string roles_to_json(const std::vector<std::string>& roles);

@@ -226,6 +226,38 @@ CAF_TEST(the SQL message store refuses an unknown url and a database without its
   std::filesystem::remove_all(dir, ec);
 }
 
+CAF_TEST(the PostgreSQL message store reconnects after the server dropped its connection) {
+  if (pg_admin_url().empty()) {
+    CAF_ERROR("HOTSWAP_TEST_PG_URL is not set: this test needs a PostgreSQL server");
+    return;
+  }
+  pg_db db;
+  auto s = factory_for(db.url())();
+  auto topic = cases::fresh_topic("reconnect");
+  auto m = cases::make_message(topic, "");
+  CAF_REQUIRE(static_cast<bool>(s->publish(m)));
+  auto name = db.url().substr(db.url().rfind('/') + 1);
+  auto err = pg_exec(pg_admin_url(), "SELECT count(pg_terminate_backend(pid, 5000)) "
+                                     "FROM pg_stat_activity WHERE datname = '"
+                                       + name + "' AND pid <> pg_backend_pid()");
+  CAF_REQUIRE_EQUAL(err, "");
+  // A read is retried once after a reset: it succeeds at once.
+  auto got = s->get(m.id);
+  CAF_REQUIRE(static_cast<bool>(got));
+  CAF_CHECK(got->has_value());
+  pg_exec(pg_admin_url(), "SELECT count(pg_terminate_backend(pid, 5000)) "
+                          "FROM pg_stat_activity WHERE datname = '"
+                            + name + "' AND pid <> pg_backend_pid()");
+  // A write fails with unavailable (it may not be repeated blindly), the next
+  // call reconnects.
+  auto w = s->consume(topic, "g", 10, cases::t0(), message_policy{});
+  if (!w)
+    CAF_CHECK_EQUAL(errc_of(w.error()), errc::unavailable);
+  auto again = s->consume(topic, "g", 10, cases::t0(), message_policy{});
+  CAF_REQUIRE(static_cast<bool>(again));
+  CAF_CHECK_EQUAL(again->messages.size() + (w ? w->messages.size() : 0), 1u);
+}
+
 CAF_TEST(message status names are those of the contract) {
   CAF_CHECK_EQUAL(std::string{to_name(message_status::pending)}, "Pending");
   CAF_CHECK_EQUAL(std::string{to_name(message_status::delivered)}, "Delivered");
