@@ -198,9 +198,12 @@ void read_message(const json::object& o, message_record& m, field_errors& errs) 
 }
 
 /// Topics with [messages.topics."<name>"] hmac_key_env: the request must
-/// carry X-Message-Signature: sha256=<hex HMAC-SHA256 of the raw request body
-/// under the key>. Returns the 401 reason, or "" when the request may go on.
-std::string signature_problem(bridge_ptr self, const call_ptr& c, const std::string& topic) {
+/// carry X-Message-Signature: sha256=<hex HMAC-SHA256 under the key> of the
+/// raw request body, or — for a payload that is a JSON string, as the legacy
+/// API's payloads were — of that string's value ("HMAC of the payload").
+/// Returns the 401 reason, or "" when the request may go on.
+std::string signature_problem(bridge_ptr self, const call_ptr& c, const std::string& topic,
+                              const json::object& body) {
   auto& topics = self->state.env.cfg->messages.topics;
   auto t = topics.find(topic);
   if (t == topics.end())
@@ -215,8 +218,13 @@ std::string signature_problem(bridge_ptr self, const call_ptr& c, const std::str
       || lower(header.substr(0, scheme.size())) != scheme)
     return "The X-Message-Signature of this message is not valid for topic " + topic + ".";
   auto given = crypto::hex_decode(header.substr(scheme.size()));
-  auto expected = crypto::hmac_sha256(key, c->req().body);
-  if (!given || !crypto::equal_ct(*given, expected))
+  if (!given)
+    return "The X-Message-Signature of this message is not valid for topic " + topic + ".";
+  auto signed_body = crypto::equal_ct(*given, crypto::hmac_sha256(key, c->req().body));
+  auto signed_payload = false;
+  if (auto p = body.if_contains("payload"); p && p->is_string())
+    signed_payload = crypto::equal_ct(*given, crypto::hmac_sha256(key, std::string(p->as_string())));
+  if (!signed_body && !signed_payload)
     return "The X-Message-Signature of this message is not valid for topic " + topic + ".";
   return {};
 }
@@ -234,7 +242,7 @@ void post_publish(bridge_ptr self, const call_ptr& c) {
     reply_problem(c, 400, "The message is invalid.", errs);
     return;
   }
-  if (auto why = signature_problem(self, c, m.topic); !why.empty()) {
+  if (auto why = signature_problem(self, c, m.topic, *o); !why.empty()) {
     reply_problem(c, 401, why);
     return;
   }

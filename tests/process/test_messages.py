@@ -447,6 +447,19 @@ class MessagesApiTest(NodeTestCase):
         self.assertStatus(self.call("POST", PREFIXES[1] + "/publish", raw=body,
                                     headers={"X-Message-Signature": upper}), 200)
         self.assertEqual(len(self.listing(SIGNED_TOPIC, limit=1000)), before + 1)
+        # A string payload may be signed over its value (the old API's "HMAC of the payload");
+        # a forged one is still refused and a non-string payload has no such form.
+        text = 'order 7: {"amount": 5}'
+        sbody = json.dumps({"topicName": SIGNED_TOPIC, "payload": text}).encode()
+        resp = self.call("POST", url, raw=sbody,
+                         headers={"X-Message-Signature": sign(text.encode())})
+        self.assertStatus(resp, 201)
+        self.assertEqual(resp.body["payload"], text)
+        self.assertProblem(self.call("POST", url, raw=sbody, headers={
+            "X-Message-Signature": sign(text.encode(), "wrong-key")}), 401)
+        self.assertProblem(self.call("POST", url, raw=body, headers={
+            "X-Message-Signature": sign(json.dumps({"amount": 100, "currency": "EUR"})
+                                        .encode())}), 401)
         # Other topics need no signature.
         self.publish({"topicName": topic("unsigned"), "payload": 1})
 
