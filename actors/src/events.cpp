@@ -271,10 +271,11 @@ events_actor spawn_events_hub(caf::actor_system& sys, std::unique_ptr<event_log>
                               std::unique_ptr<event_log> tail, events_options opts,
                               node_metrics* metrics) {
   bool shared = log->shared();
-  auto worker = sys.spawn<caf::detached>(
-    log_worker, std::make_shared<std::unique_ptr<event_log>>(std::move(log)));
+  auto boxed = std::make_shared<std::unique_ptr<event_log>>(std::move(log));
+  auto worker = opts.detached_log ? sys.spawn<caf::detached>(log_worker, boxed)
+                                  : sys.spawn(log_worker, boxed);
   auto h = sys.spawn(hub, opts, worker, shared, metrics);
-  if (shared && tail) {
+  if (shared && tail && opts.detached_log) {
     auto t = sys.spawn<caf::detached>(
       tail_reader, std::make_shared<std::unique_ptr<event_log>>(std::move(tail)), h);
     // The reader ends with the hub.

@@ -65,6 +65,10 @@ struct events_options {
   size_t max_pending = 100000;
   /// Events per append (one transaction / one pipeline).
   size_t max_batch = 500;
+  /// The log worker runs detached (its calls block). false: scheduled like
+  /// any actor and no tail reader — only for tests on the deterministic
+  /// coordinator with a log that does not block.
+  bool detached_log = true;
 };
 
 /// Spawns the hub with its detached log worker (and, when the log is shared,
