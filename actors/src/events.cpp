@@ -190,7 +190,7 @@ void flush(hub_ptr self) {
         elog()->warn("{} events not appended yet: {}", retry.size(), error_detail(err));
         for (auto i = retry.rbegin(); i != retry.rend(); ++i)
           st.pending.push_front(*i);
-        self->delayed_send(self, std::chrono::milliseconds(500), tick_atom::value);
+        self->delayed_send(self, std::chrono::milliseconds(500), resume_atom::value);
       });
 }
 
@@ -247,12 +247,10 @@ events_actor::behavior_type hub(hub_ptr self, events_options opts, log_worker_ac
       st.flushes.push_back(self->make_response_promise<ok_atom>());
       return st.flushes.back();
     },
+    [=](resume_atom) { flush(self); },
     [=](tick_atom) {
       auto& st = self->state;
-      if (!st.pending.empty()) {
-        flush(self);
-        return;
-      }
+      self->delayed_send(self, trim_interval, tick_atom::value);
       auto before = now_millis() - st.opts.retention;
       self->request(st.worker, caf::infinite, trim_atom::value, before)
         .then([](int64_t n) {
@@ -260,7 +258,6 @@ events_actor::behavior_type hub(hub_ptr self, events_options opts, log_worker_ac
                   elog()->debug("trimmed {} events past retention", n);
               },
               [](caf::error& err) { elog()->warn("trimming events: {}", error_detail(err)); });
-      self->delayed_send(self, trim_interval, tick_atom::value);
     },
   };
 }

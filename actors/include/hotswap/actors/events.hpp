@@ -53,8 +53,10 @@ using events_actor = caf::typed_actor<
   caf::replies_to<replay_atom, std::string, uint32_t>::with<std::vector<event_record>>,
   // events read from a shared log by the tail reader (cluster)
   caf::reacts_to<appended_atom, std::vector<event_record>>,
-  // retention sweep
+  // retention sweep (every minute)
   caf::reacts_to<tick_atom>,
+  // retry of an append that failed
+  caf::reacts_to<resume_atom>,
   // answers once every event published before it is in the log (shutdown)
   caf::replies_to<done_atom>::with<ok_atom>>;
 
