@@ -33,8 +33,12 @@
 #include "hotswap/cluster/redis_registry.hpp"
 #include "hotswap/runtime/errc.hpp"
 
+#include "raw_redis.hpp"
+
 #include "../eventually.hpp"
 #include "../message_store_cases.hpp"
+
+using hotswap::test::raw_redis;
 
 extern char** environ;
 
@@ -101,81 +105,6 @@ uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-/// A plain hiredis connection for what the store API cannot do: corrupt and
-/// destroy keys behind the store's back, shut a server down.
-class raw_redis {
-public:
-  explicit raw_redis(const std::string& url) {
-    auto parsed = parse_redis_url(url);
-    if (!parsed)
-      CAF_FAIL("bad Redis URL " << url << ": " << render(parsed.error()));
-    const auto& [host, port, db] = *parsed;
-    c_ = redisConnectWithTimeout(host.c_str(), port, timeval{2, 0});
-    if (c_ == nullptr || c_->err != 0)
-      CAF_FAIL("cannot connect to " << url << ": " << (c_ ? c_->errstr : "out of memory"));
-    redisSetTimeout(c_, timeval{2, 0});
-    if (db != 0)
-      command({"SELECT", std::to_string(db)});
-  }
-
-  raw_redis(const raw_redis&) = delete;
-  raw_redis& operator=(const raw_redis&) = delete;
-
-  ~raw_redis() {
-    if (c_ != nullptr)
-      redisFree(c_);
-  }
-
-  /// Runs one command; returns a string or integer reply as text ("" for
-  /// nil and arrays), or "ERR..." / "IO: ..." for failures.
-  std::string command(const std::vector<std::string>& args) {
-    auto r = call(args);
-    if (r == nullptr)
-      return std::string{"IO: "} + c_->errstr;
-    std::string out;
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS
-        || r->type == REDIS_REPLY_ERROR)
-      out.assign(r->str, r->len);
-    else if (r->type == REDIS_REPLY_INTEGER)
-      out = std::to_string(r->integer);
-    freeReplyObject(r);
-    return out;
-  }
-
-  /// Deletes every key starting with `prefix`.
-  void forget(const std::string& prefix) {
-    std::string cursor = "0";
-    std::vector<std::string> keys;
-    do {
-      auto r = call({"SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"});
-      if (r == nullptr || r->type != REDIS_REPLY_ARRAY) {
-        if (r != nullptr)
-          freeReplyObject(r);
-        return;
-      }
-      cursor.assign(r->element[0]->str, r->element[0]->len);
-      for (size_t i = 0; i < r->element[1]->elements; ++i)
-        keys.emplace_back(r->element[1]->element[i]->str, r->element[1]->element[i]->len);
-      freeReplyObject(r);
-    } while (cursor != "0");
-    for (const auto& k : keys)
-      command({"DEL", k});
-  }
-
-private:
-  redisReply* call(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    return static_cast<redisReply*>(
-      redisCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-  }
-
-  redisContext* c_ = nullptr;
-};
 
 /// A redis-server of one test, persisting with AOF and appendfsync always
 /// in a directory of its own; restartable on the same port and directory.
@@ -238,7 +167,8 @@ public:
   void shutdown() {
     {
       raw_redis raw{url()};
-      raw.command({"SHUTDOWN"});
+      std::string err; // the server closes the connection instead of answering
+      raw.try_command({"SHUTDOWN"}, err);
     }
     wait();
   }
@@ -303,7 +233,8 @@ struct fixture {
   std::unique_ptr<message_store> store = open();
 
   ~fixture() {
-    raw.forget(prefix);
+    std::string err;
+    raw.forget(prefix, err);
   }
 
   std::unique_ptr<message_store> open() {

@@ -28,9 +28,12 @@
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/types.hpp"
 
+#include "raw_redis.hpp"
 #include "test_config.hpp"
 
 #include "../eventually.hpp"
+
+using hotswap::test::raw_redis;
 
 using namespace hotswap;
 using namespace std::chrono_literals;
@@ -69,101 +72,6 @@ std::string unique_prefix() {
   return buf;
 }
 
-/// A plain hiredis connection for what the registry API cannot do: inspect
-/// and destroy keys behind the registry's back.
-class raw_redis {
-public:
-  explicit raw_redis(const std::string& url) {
-    auto parsed = parse_redis_url(url);
-    if (!parsed)
-      CAF_FAIL("bad HOTSWAP_TEST_REDIS_URL: " << render(parsed.error()));
-    const auto& [host, port, db] = *parsed;
-    c_ = redisConnectWithTimeout(host.c_str(), port, timeval{2, 0});
-    if (c_ == nullptr || c_->err != 0)
-      CAF_FAIL("cannot connect to " << url << ": " << (c_ ? c_->errstr : "out of memory"));
-    redisSetTimeout(c_, timeval{2, 0});
-    if (db != 0)
-      command({"SELECT", std::to_string(db)});
-  }
-
-  raw_redis(const raw_redis&) = delete;
-  raw_redis& operator=(const raw_redis&) = delete;
-
-  ~raw_redis() {
-    if (c_ != nullptr)
-      redisFree(c_);
-  }
-
-  /// Runs one command; fails the test on an error. Returns a string reply,
-  /// or "" for nil and other types.
-  std::string command(const std::vector<std::string>& args) {
-    std::string err;
-    auto out = try_command(args, err);
-    if (!err.empty())
-      CAF_FAIL(args.front() << ": " << err);
-    return out;
-  }
-
-  /// Every key starting with `prefix`.
-  std::vector<std::string> keys(const std::string& prefix, std::string& err) {
-    std::vector<std::string> out;
-    std::string cursor = "0";
-    do {
-      auto r = call({"SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000"}, err);
-      if (r == nullptr)
-        return out;
-      cursor.assign(r->element[0]->str, r->element[0]->len);
-      for (size_t i = 0; i < r->element[1]->elements; ++i)
-        out.emplace_back(r->element[1]->element[i]->str, r->element[1]->element[i]->len);
-      freeReplyObject(r);
-    } while (cursor != "0");
-    return out;
-  }
-
-  /// Deletes every key starting with `prefix` (Redis "losing its data" for
-  /// one test only); returns how many keys went.
-  size_t forget(const std::string& prefix, std::string& err) {
-    auto ks = keys(prefix, err);
-    for (const auto& k : ks)
-      try_command({"DEL", k}, err);
-    return ks.size();
-  }
-
-private:
-  redisReply* call(const std::vector<std::string>& args, std::string& err) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    auto r = static_cast<redisReply*>(
-      redisCommandArgv(c_, static_cast<int>(argv.size()), argv.data(), lens.data()));
-    if (r == nullptr) {
-      err = c_->errstr;
-      return nullptr;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-      err.assign(r->str, r->len);
-      freeReplyObject(r);
-      return nullptr;
-    }
-    return r;
-  }
-
-  std::string try_command(const std::vector<std::string>& args, std::string& err) {
-    auto r = call(args, err);
-    if (r == nullptr)
-      return {};
-    std::string out;
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
-      out.assign(r->str, r->len);
-    freeReplyObject(r);
-    return out;
-  }
-
-  redisContext* c_ = nullptr;
-};
 
 /// Polls `pred` every 20 ms until it holds or 5 s passed.
 template <class Pred>
