@@ -1,8 +1,14 @@
 #pragma once
 
-// A raw Redis connection for the cluster tests (tests/cluster/*redis*_test.cpp).
+// Helpers of the Redis suites: a raw connection and a free port for private
+// servers; for the cluster tests (tests/cluster/*redis*_test.cpp).
 
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
 
 #include <string>
 #include <vector>
@@ -12,6 +18,20 @@
 #include "hotswap/cluster/redis_registry.hpp"
 
 namespace hotswap::test {
+
+/// A free loopback port (nothing listens on it once this returns).
+inline uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
+      || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    CAF_FAIL("cannot bind a loopback port");
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 /// A plain hiredis connection for what the registry and message store APIs
 /// cannot do: inspect, corrupt and destroy keys behind their back, shut a

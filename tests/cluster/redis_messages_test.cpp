@@ -38,6 +38,7 @@
 #include "../eventually.hpp"
 #include "../message_store_cases.hpp"
 
+using hotswap::test::free_port;
 using hotswap::test::raw_redis;
 
 extern char** environ;
@@ -89,20 +90,6 @@ std::string unique_prefix() {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "m%016llx:", static_cast<unsigned long long>(dist(rd)));
   return buf;
-}
-
-/// A free loopback port (nothing listens on it once this returns).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
-      || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    CAF_FAIL("cannot bind a loopback port");
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 

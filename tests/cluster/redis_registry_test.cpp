@@ -33,6 +33,7 @@
 
 #include "../eventually.hpp"
 
+using hotswap::test::free_port;
 using hotswap::test::raw_redis;
 
 using namespace hotswap;
@@ -184,20 +185,6 @@ struct fixture {
     return ask<ok_atom>(reg, leave_atom::value, node);
   }
 };
-
-/// A free loopback port (nothing listens on it once this returns).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
-      || ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    CAF_FAIL("cannot bind a loopback port");
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 /// A TCP server on a loopback port that answers PING like Redis, on one
 /// connection. With `hang_first`, it accepts a first connection and never

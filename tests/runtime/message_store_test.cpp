@@ -21,51 +21,13 @@
 #include "hotswap/runtime/store.hpp"
 
 #include "../message_store_cases.hpp"
+#include "pg_test_db.hpp"
 
 using namespace hotswap;
 namespace cases = hotswap::message_store_cases;
+using hotswap::test::pg_admin_url;
 
 namespace {
-
-std::string pg_admin_url() {
-  auto p = std::getenv("HOTSWAP_TEST_PG_URL");
-  return p != nullptr ? std::string{p} : std::string{};
-}
-
-/// Replaces the database name of a libpq URI.
-std::string with_dbname(const std::string& url, const std::string& db) {
-  auto p = url.find("://");
-  if (p == std::string::npos)
-    return url + " dbname=" + db;
-  auto slash = url.find('/', p + 3);
-  auto q = url.find('?', p + 3);
-  std::string query = q != std::string::npos ? url.substr(q) : std::string{};
-  size_t end = url.size();
-  if (slash != std::string::npos && (q == std::string::npos || slash < q))
-    end = slash;
-  else if (q != std::string::npos)
-    end = q;
-  return url.substr(0, end) + "/" + db + query;
-}
-
-/// Runs `sql` on `url`; returns the error message ("" when it succeeded).
-std::string pg_exec(const std::string& url, const std::string& sql) {
-  PGconn* c = PQconnectdb(url.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string err = PQerrorMessage(c);
-    PQfinish(c);
-    return err.empty() ? "connection failed" : err;
-  }
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
-  PGresult* r = PQexec(c, sql.c_str());
-  std::string err;
-  auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-    err = PQresultErrorMessage(r);
-  PQclear(r);
-  PQfinish(c);
-  return err;
-}
 
 /// Migrates the store at `url` (the message tables come from its migrations).
 void migrate(const std::string& url) {
@@ -113,31 +75,23 @@ private:
   std::string url_;
 };
 
+/// A fresh, migrated PostgreSQL database.
 class pg_db {
 public:
-  pg_db() {
-    admin_ = pg_admin_url();
-    static std::atomic<int> counter{0};
-    name_ = "hotswap_msg_test_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
-    pg_exec(admin_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
-    if (auto err = pg_exec(admin_, "CREATE DATABASE " + name_); !err.empty())
-      CAF_FAIL("cannot create test database " << name_ << " on " << admin_ << ": " << err);
-    url_ = with_dbname(admin_, name_);
-    migrate(url_);
+  pg_db() : db_("hotswap_msg_test_") {
+    migrate(db_.url());
   }
 
-  ~pg_db() {
-    pg_exec(admin_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+  std::string url() const {
+    return db_.url();
   }
 
-  const std::string& url() const {
-    return url_;
+  void terminate_sessions() const {
+    db_.terminate_sessions();
   }
 
 private:
-  std::string admin_;
-  std::string name_;
-  std::string url_;
+  test::scratch_pg_database db_;
 };
 
 /// Runs `c` on SQLite, then on PostgreSQL (failing the test, after the SQLite
@@ -236,18 +190,12 @@ CAF_TEST(the PostgreSQL message store reconnects after the server dropped its co
   auto topic = cases::fresh_topic("reconnect");
   auto m = cases::make_message(topic, "");
   CAF_REQUIRE(static_cast<bool>(s->publish(m)));
-  auto name = db.url().substr(db.url().rfind('/') + 1);
-  auto err = pg_exec(pg_admin_url(), "SELECT count(pg_terminate_backend(pid, 5000)) "
-                                     "FROM pg_stat_activity WHERE datname = '"
-                                       + name + "' AND pid <> pg_backend_pid()");
-  CAF_REQUIRE_EQUAL(err, "");
+  db.terminate_sessions();
   // A read is retried once after a reset: it succeeds at once.
   auto got = s->get(m.id);
   CAF_REQUIRE(static_cast<bool>(got));
   CAF_CHECK(got->has_value());
-  pg_exec(pg_admin_url(), "SELECT count(pg_terminate_backend(pid, 5000)) "
-                          "FROM pg_stat_activity WHERE datname = '"
-                            + name + "' AND pid <> pg_backend_pid()");
+  db.terminate_sessions();
   // A write fails with unavailable (it may not be repeated blindly), the next
   // call reconnects.
   auto w = s->consume(topic, "g", 10, cases::t0(), message_policy{});

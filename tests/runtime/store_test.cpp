@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,7 +30,10 @@
 #include "hotswap/runtime/store_actor.hpp"
 #include "hotswap/runtime/types.hpp"
 
+#include "pg_test_db.hpp"
+
 using namespace hotswap;
+using hotswap::test::pg_admin_url;
 
 namespace {
 
@@ -64,50 +68,6 @@ std::string code_of(const caf::expected<T>& x) {
   } while (false)
 
 // -- PostgreSQL administration ------------------------------------------------
-
-std::string pg_admin_url() {
-  auto p = std::getenv("HOTSWAP_TEST_PG_URL");
-  return p != nullptr ? std::string{p} : std::string{};
-}
-
-/// Replaces the database name of a libpq URI (or appends dbname=...).
-std::string with_dbname(const std::string& url, const std::string& db) {
-  auto p = url.find("://");
-  if (p == std::string::npos)
-    return url + " dbname=" + db;
-  auto slash = url.find('/', p + 3);
-  auto q = url.find('?', p + 3);
-  std::string query = q != std::string::npos ? url.substr(q) : std::string{};
-  size_t end = url.size();
-  if (slash != std::string::npos && (q == std::string::npos || slash < q))
-    end = slash;
-  else if (q != std::string::npos)
-    end = q;
-  return url.substr(0, end) + "/" + db + query;
-}
-
-/// Runs `sql` on `url`; returns the first value of the first row (or "") and
-/// reports errors through `err`.
-std::string pg_exec(const std::string& url, const std::string& sql, std::string& err) {
-  err.clear();
-  PGconn* c = PQconnectdb(url.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    err = PQerrorMessage(c);
-    PQfinish(c);
-    return {};
-  }
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
-  PGresult* r = PQexec(c, sql.c_str());
-  std::string out;
-  auto st = PQresultStatus(r);
-  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-    err = PQresultErrorMessage(r);
-  else if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0)
-    out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  PQfinish(c);
-  return out;
-}
 
 // -- back ends ------------------------------------------------------------------
 
@@ -174,23 +134,11 @@ private:
 class pg_backend : public backend {
 public:
   pg_backend() {
-    admin_ = pg_admin_url();
-    if (admin_.empty())
+    if (pg_admin_url().empty())
       CAF_FAIL("HOTSWAP_TEST_PG_URL is not set: the PostgreSQL half of the store suite needs a "
                "server. Run: scripts/services.sh run -- ctest --test-dir <build> -R "
                "runtime_test.store");
-    static std::atomic<int> counter{0};
-    db_ = "hotswap_test_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
-    std::string err;
-    pg_exec(admin_, "DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)", err);
-    pg_exec(admin_, "CREATE DATABASE " + db_, err);
-    if (!err.empty())
-      CAF_FAIL("cannot create test database " << db_ << " on " << admin_ << ": " << err);
-  }
-
-  ~pg_backend() override {
-    std::string err;
-    pg_exec(admin_, "DROP DATABASE IF EXISTS " + db_ + " WITH (FORCE)", err);
+    db_.emplace("hotswap_test_");
   }
 
   std::string name() const override {
@@ -198,33 +146,25 @@ public:
   }
 
   std::string url() const override {
-    return with_dbname(admin_, db_);
+    return db_->url();
   }
 
   const std::string& admin_url() const {
-    return admin_;
+    return db_->admin_url();
   }
 
   const std::string& db() const {
-    return db_;
+    return db_->name();
   }
 
   /// Kills every server session on the test database (simulates a server
   /// restart or a network cut).
   void terminate_sessions() {
-    std::string err;
-    pg_exec(admin_,
-            "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
-            "WHERE datname = '"
-              + db_ + "' AND pid <> pg_backend_pid()",
-            err);
-    if (!err.empty())
-      CAF_FAIL("pg_terminate_backend failed: " << err);
+    db_->terminate_sessions();
   }
 
 private:
-  std::string admin_;
-  std::string db_;
+  std::optional<test::scratch_pg_database> db_;
 };
 
 /// Marks the current test as FAILED (without aborting the run, so the
