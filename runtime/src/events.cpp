@@ -339,7 +339,9 @@ public:
       return caf::none;
     if (conn_ != nullptr)
       PQfinish(conn_);
-    conn_ = PQconnectdb(url_.c_str());
+    conn_ = detail::pg_connect(url_, "hotswap-events");
+    if (conn_ == nullptr)
+      return caf::make_error(errc::unavailable, "event log: out of memory while connecting");
     if (PQstatus(conn_) != CONNECTION_OK) {
       std::string msg = PQerrorMessage(conn_);
       PQfinish(conn_);

@@ -471,23 +471,15 @@ public:
 
   /// Connects; errc::unavailable when the server cannot be reached.
   caf::error connect() {
-    // Defaults first: settings in the URL override them. Keepalives make a
-    // silently dead server show up as a broken connection within ~30 s.
     // Every statement is prepared once per connection and its parameters
     // never change the best plan (primary-key and index lookups): a generic
     // plan spares PostgreSQL from re-planning the CTE writes on every call.
-    const char* keys[] = {"connect_timeout", "application_name", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "options", "dbname",
-                          nullptr};
-    const char* vals[] = {"5", "hotswap", "15", "5", "3", "-c plan_cache_mode=force_generic_plan",
-                          conninfo_.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, vals, 1);
+    conn_ = pg_connect(conninfo_, "hotswap", "-c plan_cache_mode=force_generic_plan");
     if (conn_ == nullptr)
       return caf::make_error(errc::unavailable, "PostgreSQL: out of memory while connecting");
     if (PQstatus(conn_) != CONNECTION_OK)
       return caf::make_error(errc::unavailable, "PostgreSQL unavailable (" + where()
                                                   + "): " + trim(PQerrorMessage(conn_)));
-    PQsetNoticeProcessor(conn_, quiet_notices, nullptr);
     return caf::none;
   }
 

@@ -872,15 +872,11 @@ public:
   }
 
   caf::error connect() {
-    const char* keys[] = {"connect_timeout", "application_name", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "dbname", nullptr};
-    const char* vals[] = {"5", "hotswap-messages", "15", "5", "3", conninfo_.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, vals, 1);
+    conn_ = detail::pg_connect(conninfo_, "hotswap-messages");
     if (conn_ == nullptr)
       return caf::make_error(errc::unavailable, "PostgreSQL: out of memory while connecting");
     if (PQstatus(conn_) != CONNECTION_OK)
       return unavailable("connect");
-    PQsetNoticeProcessor(conn_, pg_quiet, nullptr);
     return caf::none;
   }
 

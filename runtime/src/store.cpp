@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include <boost/json.hpp>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "store_impl.hpp"
@@ -40,6 +41,19 @@ caf::expected<store_location> parse_store_url(const std::string& url) {
   return caf::make_error(errc::config_invalid,
                          "unsupported store url '" + url
                            + "' (expected sqlite://PATH or postgresql://...)");
+}
+
+pg_conn* pg_connect(const std::string& conninfo, const char* application_name,
+                    const char* options) {
+  // Defaults first: settings in the URL ("dbname" expanded last) override them.
+  const char* keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "options", "dbname", nullptr};
+  const char* vals[] = {"5", application_name, "15", "5", "3", options != nullptr ? options : "",
+                        conninfo.c_str(), nullptr};
+  auto c = PQconnectdbParams(keys, vals, 1);
+  if (c != nullptr)
+    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+  return c;
 }
 
 caf::expected<sqlite3*> open_sqlite_connection(const std::string& path, const std::string& what) {

@@ -12,6 +12,7 @@
 #include "caf/expected.hpp"
 
 struct sqlite3;
+struct pg_conn;
 
 #include "hotswap/runtime/errc.hpp"
 #include "hotswap/runtime/store.hpp"
@@ -40,6 +41,14 @@ caf::expected<store_location> parse_store_url(const std::string& url);
 /// store's pragmas (WAL, synchronous FULL, busy timeout 5 s). `what` names
 /// the user in errors. The caller owns the handle (sqlite3_close_v2).
 caf::expected<sqlite3*> open_sqlite_connection(const std::string& path, const std::string& what);
+
+/// Opens a libpq connection to `conninfo` with the store's defaults (connect
+/// timeout 5 s, keepalives that reveal a silently dead server within ~30 s,
+/// `application_name`, optional server `options`); settings in `conninfo`
+/// override them. Quiets NOTICEs. nullptr only when out of memory; check
+/// PQstatus for the rest.
+pg_conn* pg_connect(const std::string& conninfo, const char* application_name,
+                    const char* options = nullptr);
 
 /// Encodes roles as a JSON array of strings.
 std::string roles_to_json(const std::vector<std::string>& roles);
